@@ -1,0 +1,18 @@
+//! The Cloister client: an SDK and the `cloister` command line.
+//!
+//! - [`profile`]: the client profile (`client.toml`) written by `cloister up`;
+//! - [`https`]: a small TLS 1.3 HTTPS client pinned to the profile's CA;
+//! - [`sdk`]: attest → verify → seal → send → open, in that order and no other;
+//! - [`datadir`]: first-run creation of the data directory (policy, TLS, keys);
+//! - [`up`]: the launcher that runs the enclave and the gateway.
+//!
+//! INVARIANT: the SDK never sends request data to an enclave whose evidence it
+//! has not verified in the same call (see [`sdk::Client::infer`]).
+
+#![forbid(unsafe_code)]
+
+pub mod datadir;
+pub mod https;
+pub mod profile;
+pub mod sdk;
+pub mod up;

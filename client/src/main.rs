@@ -1,0 +1,245 @@
+//! `cloister`: run the service, verify it, and send it sealed inferences.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use cloister::sdk::{Attestation, Client, ClientError};
+use cloister::up::UpOptions;
+use cloister_protocol::tensor::parse_inputs;
+use serde_json::json;
+
+#[derive(Parser, Debug)]
+#[command(name = "cloister", version, about = "Confidential inference: attested, sealed, audited.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start the whole service on this machine with embedded defaults.
+    Up {
+        /// Data directory (created on first run).
+        #[arg(long, default_value = "./cloister-data")]
+        data_dir: PathBuf,
+        /// Gateway listen address.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+        /// Directory holding cloister-enclave and cloister-gateway (default: beside this program).
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+    },
+    /// Fetch fresh evidence, verify it and print each check.
+    Attest {
+        /// Client profile written by `cloister up`.
+        #[arg(long, default_value = "./cloister-data/client.toml")]
+        profile: PathBuf,
+        /// Print JSON for machines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify the enclave, then send a sealed inference and print the outputs.
+    Infer {
+        /// Client profile written by `cloister up`.
+        #[arg(long, default_value = "./cloister-data/client.toml")]
+        profile: PathBuf,
+        /// Model id from the policy.
+        #[arg(long)]
+        model: String,
+        /// JSON file mapping input names to nested arrays or {"shape","data"}.
+        #[arg(long)]
+        input: PathBuf,
+        /// Print the whole response (outputs with shapes and dtypes, audit receipt, evidence) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Policy files.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// Validate a policy file; print every error with line and column.
+    Check {
+        /// The policy file.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Policy {
+            command: PolicyCommand::Check { file },
+        } => policy_check(&file),
+        other => runtime().and_then(|rt| rt.block_on(run(other))),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+async fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Up {
+            data_dir,
+            listen,
+            bin_dir,
+        } => {
+            cloister::up::run(UpOptions {
+                data_dir,
+                listen,
+                bin_dir,
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Attest { profile, json } => attest(&profile, json).await,
+        Command::Infer {
+            profile,
+            model,
+            input,
+            json,
+        } => infer(&profile, &model, &input, json).await,
+        Command::Policy { .. } => unreachable!("handled without a runtime"),
+    }
+}
+
+fn print_attestation(a: &Attestation, json: bool) {
+    let passed = a.verified.is_some();
+    if json {
+        let checks: Vec<_> = a
+            .checks
+            .iter()
+            .map(|c| json!({"name": c.name, "passed": c.passed, "detail": c.detail}))
+            .collect();
+        let doc = json!({
+            "passed": passed,
+            "provider": a.bundle.provider,
+            "simulated": a.bundle.simulated,
+            "build_version": a.bundle.build_version,
+            "policy_sha256": hex::encode(a.bundle.policy_sha256),
+            "models": a.bundle.model_digests.iter().map(|(k, v)| (k.clone(), hex::encode(v))).collect::<BTreeMap<_, _>>(),
+            "checks": checks,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        return;
+    }
+    if a.bundle.simulated {
+        println!("SIMULATED attestation (provider \"{}\"): no hardware isolation.", a.bundle.provider);
+    }
+    for c in &a.checks {
+        println!("{c}");
+    }
+    if passed {
+        println!("OK: every check passed; requests will be sealed to this enclave's key.");
+    } else {
+        println!("REFUSED: the evidence failed verification; no data would be sent.");
+    }
+}
+
+async fn attest(profile: &Path, json: bool) -> Result<ExitCode> {
+    let client = Client::from_profile_file(profile)?;
+    let a = client.attest().await?;
+    print_attestation(&a, json);
+    Ok(if a.verified.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn infer(profile: &Path, model: &str, input: &Path, json: bool) -> Result<ExitCode> {
+    let text = std::fs::read_to_string(input)
+        .with_context(|| format!("cannot read input file {}", input.display()))?;
+    let doc: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("input file {} is not valid JSON", input.display()))?;
+    let inputs = parse_inputs(&doc).with_context(|| format!("input file {}", input.display()))?;
+    let client = Client::from_profile_file(profile)?;
+    match client.infer(model, inputs).await {
+        Ok(result) => {
+            let r = &result.response;
+            if json {
+                let doc = json!({
+                    "request_id": r.request_id,
+                    "model": r.model,
+                    "model_sha256": r.model_sha256,
+                    "outputs": r.outputs,
+                    "audit": r.audit,
+                    "attestation": {
+                        "simulated": result.evidence.simulated(),
+                        "measurement": hex::encode(result.evidence.measurement()),
+                    },
+                });
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                let outputs: serde_json::Map<String, serde_json::Value> = r
+                    .outputs
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_nested_json()))
+                    .collect();
+                println!("{}", serde_json::to_string(&outputs)?);
+                if result.evidence.simulated() {
+                    eprintln!("(attested by the SIMULATED provider: no hardware isolation)");
+                }
+                eprintln!("audit record #{} {}", r.audit.index, r.audit.hash);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ClientError::EvidenceRejected(checks)) => {
+            eprintln!("error: attestation evidence rejected; no data was sent:");
+            for c in checks.iter().filter(|c| !c.passed) {
+                eprintln!("  {c}");
+            }
+            Ok(ExitCode::from(3))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn policy_check(file: &Path) -> Result<ExitCode> {
+    match cloister_policy::Policy::load_all(file) {
+        Ok(p) => {
+            println!(
+                "OK: {} (schema {}, {} tenant(s), {} model(s), provider {}), sha256 {}",
+                file.display(),
+                p.schema_version,
+                p.tenants.len(),
+                p.models.len(),
+                p.attestation.provider.as_str(),
+                p.digest_hex()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            eprint!("{}", cloister_policy::render_errors(&errors));
+            eprintln!("{} error(s) in {}", errors.len(), file.display());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Answers `SealedRequest` frames: open, authenticate, decide, infer, record, seal.
+//!
+//! INVARIANT: the audit record of a request is appended and synced to disk
+//! before the sealed response leaves [`Enclave::handle_sealed`]; if the append
+//! fails, the client gets a sealed `internal` error and no output.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cloister_audit::{keyed_digest, AuditRecord, Outcome};
+use cloister_protocol::error::{ApiError, ErrorCode};
+use cloister_protocol::frame::{Frame, FrameKind};
+use cloister_protocol::inner::{AuditReceipt, InferRequest, InferResponse};
+use cloister_protocol::tensor::WireTensor;
+use cloister_seal::server::OpenedRequest;
+use cloister_seal::SealError;
+use ed25519_dalek::Signer;
+use sha2::{Digest, Sha256};
+
+use crate::convert::{inputs_to_engine, tensor_to_wire};
+use crate::evidence::error_frame;
+use crate::replay::Verdict;
+use crate::startup::Enclave;
+
+/// What is known about a request so far, for its audit record.
+#[derive(Default)]
+struct Context {
+    request_id: Option<String>,
+    tenant: Option<String>,
+    model: Option<String>,
+    model_sha256: Option<String>,
+    input_digest: Option<String>,
+}
+
+/// The successful part of a decision, before it is recorded.
+struct Success {
+    request_id: String,
+    model: String,
+    model_sha256: String,
+    outputs: BTreeMap<String, WireTensor>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn is_client_fault(code: ErrorCode) -> bool {
+    !matches!(code, ErrorCode::Internal | ErrorCode::InferenceFailed)
+}
+
+/// Per-tenant sliding one-minute request counter.
+#[derive(Default)]
+pub struct RateLimiter(Mutex<HashMap<String, VecDeque<Instant>>>);
+
+impl RateLimiter {
+    fn admit(&self, tenant: &str, per_minute: u64) -> bool {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let q = map.entry(tenant.to_string()).or_default();
+        let now = Instant::now();
+        while q
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
+        {
+            q.pop_front();
+        }
+        if q.len() as u64 >= per_minute {
+            return false;
+        }
+        q.push_back(now);
+        true
+    }
+}
+
+impl Enclave {
+    /// Handles one sealed request end to end and returns the frame for the gateway.
+    pub fn handle_sealed(&self, sealed: &[u8]) -> Frame {
+        let started = Instant::now();
+        let (opened, sealer) = match self.opener.open(sealed) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::info!(error = %e, "refused: sealed request does not open");
+                let err = ApiError::new(
+                    ErrorCode::SealInvalid,
+                    "the sealed request could not be opened: it is truncated, corrupted, or \
+                     sealed to another enclave key; fetch fresh evidence and seal again",
+                );
+                return match self.record(&Context::default(), Err(&err), None, started) {
+                    Ok(_) => error_frame(err),
+                    Err(internal) => error_frame(internal),
+                };
+            }
+        };
+        let mut ctx = Context::default();
+        let decision = self.decide(opened, &mut ctx);
+        let (status, body) = match decision {
+            Ok(success) => {
+                let outputs_json = serde_json::to_vec(&success.outputs).unwrap_or_default();
+                let output_digest = keyed_digest(&self.digest_key, &outputs_json);
+                match self.record(&ctx, Ok(()), Some(output_digest), started) {
+                    Ok((index, hash)) => {
+                        let message =
+                            AuditReceipt::signed_message(&success.request_id, index, &hash);
+                        let signature = hex::encode(self.signing.sign(&message).to_bytes());
+                        let response = InferResponse {
+                            request_id: success.request_id,
+                            model: success.model,
+                            model_sha256: success.model_sha256,
+                            outputs: success.outputs,
+                            audit: AuditReceipt {
+                                index,
+                                hash,
+                                signature,
+                            },
+                        };
+                        (200, serde_json::to_vec(&response).unwrap_or_default())
+                    }
+                    Err(internal) => (internal.code.http_status(), internal.to_body()),
+                }
+            }
+            Err(err) => {
+                tracing::info!(code = %err.code, tenant = ?ctx.tenant, "request refused");
+                match self.record(&ctx, Err(&err), None, started) {
+                    Ok(_) => (err.code.http_status(), err.to_body()),
+                    Err(internal) => (internal.code.http_status(), internal.to_body()),
+                }
+            }
+        };
+        match sealer.seal(status, &body) {
+            Ok(bytes) => Frame::new(FrameKind::SealedResponse, bytes),
+            Err(e) => {
+                tracing::error!(error = %e, "sealing the response failed");
+                error_frame(ApiError::new(ErrorCode::Internal, "sealing the response failed"))
+            }
+        }
+    }
+
+    /// Appends the audit record and syncs it; returns its index and chain hash.
+    fn record(
+        &self,
+        ctx: &Context,
+        outcome: Result<(), &ApiError>,
+        output_digest: Option<String>,
+        started: Instant,
+    ) -> Result<(u64, String), ApiError> {
+        let outcome = match outcome {
+            Ok(()) => Outcome::Ok,
+            Err(e) if is_client_fault(e.code) => Outcome::Refused {
+                code: e.code.as_str().to_string(),
+            },
+            Err(e) => Outcome::Error {
+                code: e.code.as_str().to_string(),
+            },
+        };
+        let record = AuditRecord {
+            time_unix_ms: now_ms(),
+            request_id: ctx.request_id.clone().unwrap_or_default(),
+            tenant: ctx.tenant.clone(),
+            model: ctx.model.clone(),
+            model_sha256: ctx.model_sha256.clone(),
+            policy_sha256: self.policy.digest_hex(),
+            outcome,
+            input_digest: ctx.input_digest.clone(),
+            output_digest,
+            latency_us: started.elapsed().as_micros() as u64,
+        };
+        let mut log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        match log.append(record) {
+            Ok(index) => Ok((index, log.last_hash_hex())),
+            Err(e) => {
+                tracing::error!(error = %e, "AUDIT APPEND FAILED: withholding the response");
+                Err(ApiError::new(
+                    ErrorCode::Internal,
+                    "the audit log could not be written; no output was released",
+                ))
+            }
+        }
+    }
+
+    fn decide(
+        &self,
+        opened: Result<OpenedRequest, SealError>,
+        ctx: &mut Context,
+    ) -> Result<Success, ApiError> {
+        let opened = opened.map_err(|e| {
+            ApiError::new(
+                ErrorCode::MalformedRequest,
+                format!("the opened request is not POST /v1/infer in Binary HTTP: {e}"),
+            )
+        })?;
+        ctx.input_digest = Some(keyed_digest(&self.digest_key, &opened.body));
+        let request: InferRequest = serde_json::from_slice(&opened.body).map_err(|e| {
+            ApiError::new(
+                ErrorCode::MalformedRequest,
+                format!("the request body is not a valid inference request: {e}"),
+            )
+        })?;
+        if !(16..=64).contains(&request.request_id.len())
+            || !request.request_id.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(ApiError::new(
+                ErrorCode::MalformedRequest,
+                "request_id must be 16 to 64 hexadecimal characters",
+            ));
+        }
+        ctx.request_id = Some(request.request_id.clone());
+
+        // The tenant is authenticated by the credential inside the seal.
+        let credential = opened.credential.as_deref().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::BadCredential,
+                "the sealed request carries no credential",
+            )
+        })?;
+        let hash: [u8; 32] = Sha256::digest(credential.as_bytes()).into();
+        let tenant = self.policy.tenant_by_api_key_hash(&hash).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::BadCredential,
+                "the credential inside the sealed request is not a known API key",
+            )
+        })?;
+        ctx.tenant = Some(tenant.id.clone());
+
+        let verdict = self
+            .replay
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .check(&opened.fingerprint, request.issued_at_ms, now_ms());
+        match verdict {
+            Verdict::Fresh => {}
+            Verdict::Replay => {
+                return Err(ApiError::new(
+                    ErrorCode::Replay,
+                    "this sealed request was already received; seal every request afresh",
+                ))
+            }
+            Verdict::Stale => {
+                return Err(ApiError::new(
+                    ErrorCode::Stale,
+                    format!(
+                        "issued_at_ms is more than {} s from the enclave's clock; check the client clock",
+                        self.policy.service.replay_window_secs
+                    ),
+                ))
+            }
+        }
+        if !self
+            .rate
+            .admit(&tenant.id, tenant.max_requests_per_minute)
+        {
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "tenant \"{}\" exceeded {} requests per minute",
+                    tenant.id, tenant.max_requests_per_minute
+                ),
+            ));
+        }
+
+        ctx.model = Some(request.model.clone());
+        let loaded = self.models.get(&request.model).ok_or_else(|| {
+            let allowed: Vec<&str> = tenant.models.iter().map(String::as_str).collect();
+            ApiError::new(
+                ErrorCode::UnknownModel,
+                format!(
+                    "no model \"{}\" is served; models available to you: {allowed:?}",
+                    request.model
+                ),
+            )
+        })?;
+        ctx.model_sha256 = Some(hex::encode(loaded.sha256));
+        if !tenant.may_use(&request.model) {
+            return Err(ApiError::new(
+                ErrorCode::ModelNotAllowed,
+                format!(
+                    "the policy does not allow tenant \"{}\" to use model \"{}\"",
+                    tenant.id, request.model
+                ),
+            ));
+        }
+        let inputs = inputs_to_engine(
+            loaded.model.inputs(),
+            &request.inputs,
+            self.policy.service.max_batch_rows as usize,
+        )?;
+        let outputs = loaded.model.run(inputs).map_err(|e| {
+            tracing::warn!(model = %request.model, error = %e, "inference failed");
+            ApiError::new(ErrorCode::InferenceFailed, format!("the model failed: {e}"))
+        })?;
+        let outputs = outputs
+            .iter()
+            .map(|(name, t)| Ok((name.clone(), tensor_to_wire(t)?)))
+            .collect::<Result<BTreeMap<_, _>, ApiError>>()?;
+        Ok(Success {
+            request_id: request.request_id,
+            model: request.model,
+            model_sha256: hex::encode(loaded.sha256),
+            outputs,
+        })
+    }
+}

@@ -1,0 +1,168 @@
+//! Enclave start-up: everything that needs files or randomness happens here,
+//! once, before the first request is read.
+//!
+//! Order: read the policy; load each model and check its SHA-256 against the
+//! policy; create the HPKE key configuration and the Ed25519 signing key; set
+//! up the attestation provider; open the audit log. A later issue inserts the
+//! sandbox lock-down between this and serving.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{bail, Context, Result};
+use cloister_attestation::{AttestationProvider, Binding, SimProvider, SimRoot};
+use cloister_audit::AuditLog;
+use cloister_engine::Model;
+use cloister_policy::{Policy, Provider};
+use cloister_seal::server::Opener;
+use ed25519_dalek::SigningKey;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::replay::ReplayGuard;
+
+/// Where the enclave finds what it needs.
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    /// The policy file.
+    pub policy: PathBuf,
+    /// Directory of the simulated AMD key hierarchy (provider `sim` only).
+    pub sim_root: Option<PathBuf>,
+    /// Directory of the audit log.
+    pub audit_dir: PathBuf,
+}
+
+/// A model ready to serve.
+pub struct LoadedModel {
+    /// The engine's compiled model.
+    pub model: Model,
+    /// SHA-256 of the model file, as pinned by the policy.
+    pub sha256: [u8; 32],
+}
+
+/// The enclave's state, shared by all requests.
+pub struct Enclave {
+    pub(crate) policy: Policy,
+    pub(crate) models: BTreeMap<String, LoadedModel>,
+    pub(crate) opener: Opener,
+    pub(crate) signing: SigningKey,
+    pub(crate) provider: Box<dyn AttestationProvider + Send + Sync>,
+    pub(crate) audit: Mutex<AuditLog>,
+    pub(crate) replay: Mutex<ReplayGuard>,
+    /// Key for the keyed digests of inputs and outputs in audit records.
+    pub(crate) digest_key: [u8; 32],
+    pub(crate) rate: crate::handler::RateLimiter,
+}
+
+impl Enclave {
+    /// Runs the start-up sequence.
+    pub fn start(opts: &StartOptions) -> Result<Enclave> {
+        let policy = Policy::load(&opts.policy).map_err(|e| anyhow::anyhow!("{e}"))?;
+        tracing::info!(
+            policy = %opts.policy.display(),
+            sha256 = %policy.digest_hex(),
+            "policy loaded"
+        );
+        let mut models = BTreeMap::new();
+        for entry in &policy.models {
+            let path = entry.resolved_path(&policy.base_dir);
+            let started = std::time::Instant::now();
+            let loaded = load_model(&path, &entry.sha256).with_context(|| {
+                format!("model \"{}\" ({})", entry.id, path.display())
+            })?;
+            tracing::info!(
+                model = %entry.id,
+                inputs = loaded.model.inputs().len(),
+                millis = started.elapsed().as_millis() as u64,
+                "model loaded"
+            );
+            models.insert(entry.id.clone(), loaded);
+        }
+        let opener = Opener::new(cloister_seal::generate_key_config(1)?)?;
+        let signing = SigningKey::generate(&mut rand::rngs::OsRng);
+        let provider = make_provider(&policy, opts.sim_root.as_deref())?;
+        let audit = AuditLog::open(&opts.audit_dir)
+            .with_context(|| format!("open audit log in {}", opts.audit_dir.display()))?;
+        let mut digest_key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut digest_key);
+        let window_ms = policy.service.replay_window_secs.saturating_mul(1000);
+        Ok(Enclave {
+            policy,
+            models,
+            opener,
+            signing,
+            provider,
+            audit: Mutex::new(audit),
+            replay: Mutex::new(ReplayGuard::new(window_ms)),
+            digest_key,
+            rate: Default::default(),
+        })
+    }
+
+    /// What the evidence binds, less the client's nonce.
+    pub fn binding(&self, nonce: Vec<u8>) -> Binding {
+        Binding {
+            hpke_key_config: self.opener.encoded_config().to_vec(),
+            signing_key: self.signing.verifying_key().to_bytes(),
+            policy_sha256: self.policy.digest,
+            model_digests: self
+                .models
+                .iter()
+                .map(|(id, m)| (id.clone(), m.sha256))
+                .collect(),
+            build_version: cloister_protocol::BUILD_VERSION.to_string(),
+            nonce,
+        }
+    }
+
+    /// The attestation provider's name.
+    pub fn provider_name(&self) -> &str {
+        self.provider.name()
+    }
+}
+
+fn load_model(path: &Path, pinned: &[u8; 32]) -> Result<LoadedModel> {
+    let bytes = std::fs::read(path).context("read model file")?;
+    let actual: [u8; 32] = Sha256::digest(&bytes).into();
+    if &actual != pinned {
+        bail!(
+            "SHA-256 of the file is {} but the policy pins {}; fix: update the policy's sha256 \
+             for this model, or restore the expected file",
+            hex::encode(actual),
+            hex::encode(pinned)
+        );
+    }
+    let model = Model::from_bytes(&bytes).context("parse ONNX model")?;
+    Ok(LoadedModel {
+        model,
+        sha256: actual,
+    })
+}
+
+fn make_provider(
+    policy: &Policy,
+    sim_root: Option<&Path>,
+) -> Result<Box<dyn AttestationProvider + Send + Sync>> {
+    match policy.attestation.provider {
+        Provider::Sim => {
+            if !policy.attestation.allow_simulated {
+                bail!("the policy selects the SIMULATED provider without allow_simulated = true");
+            }
+            let dir = sim_root.context(
+                "the policy selects the SIMULATED provider: pass --sim-root DIR (created by `cloister up`)",
+            )?;
+            let root = SimRoot::load(dir)
+                .with_context(|| format!("load SIMULATED AMD root from {}", dir.display()))?;
+            let exe = std::env::current_exe().context("locate the enclave binary")?;
+            let measurement = cloister_attestation::measure_file(&exe)
+                .with_context(|| format!("measure {}", exe.display()))?;
+            Ok(Box::new(SimProvider::new(root, measurement)))
+        }
+        Provider::Snp => bail!(
+            "the policy selects the SEV-SNP hardware provider, which this build does not include yet \
+             (it needs /dev/sev-guest inside an SEV-SNP guest); use provider = \"sim\" with \
+             allow_simulated = true on machines without SEV-SNP"
+        ),
+    }
+}

@@ -1,0 +1,99 @@
+//! The executor: runs a [`Graph`]'s nodes in topological order over a value table.
+//!
+//! Why minimal: one sequential pass, dropping each intermediate right after its last reader so
+//! peak memory tracks the live set rather than the whole graph. Arena planning, parallelism and
+//! batching will replace this loop without changing the [`Graph`] contract.
+
+use crate::error::{EngineError, Result};
+use crate::graph::{Graph, ValueId, ValueSource};
+use crate::tensor::Tensor;
+
+/// Evaluates `graph` given tensors for its inputs (already validated against the declared
+/// inputs); returns the graph outputs in declaration order.
+pub(crate) fn execute(graph: &Graph, feeds: Vec<(ValueId, Tensor)>) -> Result<Vec<Tensor>> {
+    let mut env: Vec<Option<Tensor>> = (0..graph.values.len()).map(|_| None).collect();
+    for (id, t) in feeds {
+        env[id] = Some(t);
+    }
+    for (i, node) in graph.nodes.iter().enumerate() {
+        let wrap = |e: EngineError| EngineError::Node {
+            node: node.name.clone(),
+            op_type: node.op_type.clone(),
+            source: Box::new(e),
+        };
+        let results = {
+            let inputs = node
+                .inputs
+                .iter()
+                .map(|&id| lookup(graph, &env, id))
+                .collect::<Result<Vec<&Tensor>>>()?;
+            node.op.eval(&inputs).map_err(wrap)?
+        };
+        if results.len() < node.outputs.len() {
+            return Err(wrap(EngineError::InvalidModel(format!(
+                "operator returned {} outputs, node declares {}",
+                results.len(),
+                node.outputs.len()
+            ))));
+        }
+        for (slot, t) in node.outputs.iter().zip(results) {
+            if let Some(id) = *slot {
+                check_fact(graph, id, &t).map_err(wrap)?;
+                env[id] = Some(t);
+            }
+        }
+        for &id in node.inputs.iter().chain(node.outputs.iter().flatten()) {
+            if graph.free_after[id] == Some(i) {
+                env[id] = None;
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(graph.outputs.len());
+    for (k, (id, _)) in graph.outputs.iter().enumerate() {
+        let needed_later = graph.outputs[k + 1..].iter().any(|(o, _)| o == id);
+        let t = match (&graph.values[*id].source, needed_later) {
+            (ValueSource::Initializer(t), _) => (**t).clone(),
+            (_, true) => lookup(graph, &env, *id)?.clone(),
+            (_, false) => env[*id].take().ok_or_else(|| missing(graph, *id))?,
+        };
+        out.push(t);
+    }
+    Ok(out)
+}
+
+fn lookup<'a>(graph: &'a Graph, env: &'a [Option<Tensor>], id: ValueId) -> Result<&'a Tensor> {
+    match &graph.values[id].source {
+        ValueSource::Initializer(t) => Ok(t),
+        _ => env[id].as_ref().ok_or_else(|| missing(graph, id)),
+    }
+}
+
+fn missing(graph: &Graph, id: ValueId) -> EngineError {
+    EngineError::InvalidModel(format!(
+        "value {:?} read before it was produced or after it was freed",
+        graph.values[id].name
+    ))
+}
+
+/// INVARIANT: evaluation agrees with inference — same dtype, rank and every fixed dim.
+fn check_fact(graph: &Graph, id: ValueId, t: &Tensor) -> Result<()> {
+    let fact = &graph.values[id].fact;
+    let ok = fact.dtype == t.dtype()
+        && fact.rank() == t.rank()
+        && fact
+            .shape
+            .iter()
+            .zip(t.shape())
+            .all(|(d, &n)| d.fixed().is_none_or(|f| f == n));
+    if !ok {
+        return Err(EngineError::InvalidModel(format!(
+            "value {:?}: operator produced {} {:?}, inference said {} {}",
+            graph.values[id].name,
+            t.dtype(),
+            t.shape(),
+            fact.dtype,
+            crate::types::format_dims(&fact.shape)
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,49 @@
+//! `cloister-engine`: Cloister's ONNX inference engine.
+//!
+//! The enclave loads a model with [`Model::from_bytes`] / [`Model::load`], inspects its
+//! [`Model::inputs`] / [`Model::outputs`], and calls [`Model::run`]. Internally:
+//!
+//! - [`onnx`] decodes untrusted protobuf bytes (hand-written prost types, no `protoc`) and
+//!   converts them into engine types;
+//! - [`graph`] builds a validated, topologically ordered IR, constructing each node's
+//!   [`Operator`] through an [`OpRegistry`] keyed by `(domain, op_type)` and running shape/type
+//!   inference;
+//! - [`executor`](crate::Model::run) evaluates nodes in order and frees intermediates after
+//!   their last use;
+//! - [`ops`] holds the reference kernels.
+//!
+//! Architecture invariants: no `unsafe`; malformed model bytes or requests produce an
+//! [`EngineError`], never a panic; only [`onnx`] knows about protobuf.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod attributes;
+pub mod broadcast;
+pub mod dtype;
+pub mod error;
+mod executor;
+pub mod graph;
+mod model;
+pub mod onnx;
+pub mod ops;
+pub mod shape;
+pub mod tensor;
+pub mod types;
+
+pub use attributes::{AttrValue, Attributes};
+pub use dtype::DType;
+pub use error::EngineError;
+pub use model::Model;
+pub use ops::{NodeContext, OpRegistry, Operator};
+pub use tensor::{Element, Tensor, TensorData};
+pub use types::{Dim, TypeShape, ValueInfo};
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn model_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<crate::Model>();
+    }
+}

@@ -1,0 +1,185 @@
+//! The public entry point: a loaded, validated model that can be run concurrently.
+//!
+//! Why the checks live here: `run` is the boundary with request data. Names, dtypes and shapes
+//! (including the consistency of symbolic dims across inputs) are validated against the model's
+//! declaration before any operator sees the tensors, so callers get a typed error naming their
+//! mistake rather than an operator failure deep in the graph.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::error::{EngineError, Result};
+use crate::executor::execute;
+use crate::graph::Graph;
+use crate::onnx::decode_model;
+use crate::ops::{normalize_domain, OpRegistry};
+use crate::tensor::Tensor;
+use crate::types::{format_dims, Dim, ValueInfo};
+
+/// A loaded ONNX model. Immutable after loading; `Send + Sync`, so one instance can serve many
+/// concurrent requests through an `Arc`.
+#[derive(Debug)]
+pub struct Model {
+    graph: Graph,
+    inputs: Vec<ValueInfo>,
+    outputs: Vec<ValueInfo>,
+    opsets: HashMap<String, i64>,
+    producer: String,
+}
+
+impl Model {
+    /// Decodes and validates a serialized ONNX model using the standard operators.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Model> {
+        Model::from_bytes_with_registry(bytes, &OpRegistry::standard())
+    }
+
+    /// Like [`Model::from_bytes`], with a caller-supplied registry (e.g. with custom operators).
+    pub fn from_bytes_with_registry(bytes: &[u8], registry: &OpRegistry) -> Result<Model> {
+        let proto = decode_model(bytes)?;
+        let graph_proto = proto
+            .graph
+            .as_ref()
+            .ok_or_else(|| EngineError::InvalidModel("model has no graph".into()))?;
+        let mut opsets = HashMap::new();
+        for o in &proto.opset_import {
+            let domain = normalize_domain(o.domain.as_deref().unwrap_or("")).to_string();
+            let version = o.version.unwrap_or(0);
+            if version < 1 {
+                return Err(EngineError::InvalidModel(format!(
+                    "opset import for domain {domain:?} has version {version}"
+                )));
+            }
+            if opsets.insert(domain.clone(), version).is_some() {
+                return Err(EngineError::InvalidModel(format!(
+                    "domain {domain:?} imported twice"
+                )));
+            }
+        }
+        let graph = Graph::from_proto(graph_proto, &opsets, registry)?;
+        let inputs = graph.inputs.iter().map(|(_, v)| v.clone()).collect();
+        let outputs = graph.outputs.iter().map(|(_, v)| v.clone()).collect();
+        let producer = format!(
+            "{} {}",
+            proto.producer_name.unwrap_or_default(),
+            proto.producer_version.unwrap_or_default()
+        );
+        Ok(Model {
+            graph,
+            inputs,
+            outputs,
+            opsets,
+            producer: producer.trim().to_string(),
+        })
+    }
+
+    /// Reads and loads a model file.
+    pub fn load(path: &Path) -> Result<Model> {
+        let bytes = std::fs::read(path).map_err(|source| EngineError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Model::from_bytes(&bytes)
+    }
+
+    /// The inputs a caller must supply (graph inputs that are not initializers), in order.
+    pub fn inputs(&self) -> &[ValueInfo] {
+        &self.inputs
+    }
+
+    /// The outputs `run` returns, in order.
+    pub fn outputs(&self) -> &[ValueInfo] {
+        &self.outputs
+    }
+
+    /// The imported opset version for `domain` (`""` is `ai.onnx`).
+    pub fn opset(&self, domain: &str) -> Option<i64> {
+        self.opsets.get(normalize_domain(domain)).copied()
+    }
+
+    /// `producer_name producer_version` from the model, for audit records.
+    pub fn producer(&self) -> &str {
+        &self.producer
+    }
+
+    /// The validated graph IR.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Runs the model. Every declared input must be given exactly once, with the declared dtype
+    /// and a shape matching the declaration (symbolic dims match any size, consistently across
+    /// inputs). Returns the outputs in graph order.
+    pub fn run(&self, inputs: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>> {
+        let mut given: Vec<Option<Tensor>> = (0..self.inputs.len()).map(|_| None).collect();
+        for (name, t) in inputs {
+            let k = self
+                .inputs
+                .iter()
+                .position(|v| v.name == name)
+                .ok_or_else(|| EngineError::UnknownInput { name: name.clone() })?;
+            if given[k].replace(t).is_some() {
+                return Err(EngineError::DuplicateInput { name });
+            }
+        }
+        let mut bindings: HashMap<&str, (usize, &str)> = HashMap::new();
+        let mut feeds = Vec::with_capacity(self.inputs.len());
+        for ((info, t), (id, _)) in self.inputs.iter().zip(given).zip(&self.graph.inputs) {
+            let t = t.ok_or_else(|| EngineError::MissingInput {
+                name: info.name.clone(),
+            })?;
+            check_input(info, &t, &mut bindings)?;
+            feeds.push((*id, t));
+        }
+        let values = execute(&self.graph, feeds)?;
+        Ok(self
+            .outputs
+            .iter()
+            .map(|o| o.name.clone())
+            .zip(values)
+            .collect())
+    }
+}
+
+/// Checks one input tensor against its declaration, binding symbolic dims.
+fn check_input<'a>(
+    info: &'a ValueInfo,
+    t: &Tensor,
+    bindings: &mut HashMap<&'a str, (usize, &'a str)>,
+) -> Result<()> {
+    if t.dtype() != info.dtype {
+        return Err(EngineError::DtypeMismatch {
+            input: info.name.clone(),
+            expected: info.dtype,
+            got: t.dtype(),
+        });
+    }
+    let shape_err = || EngineError::ShapeMismatch {
+        input: info.name.clone(),
+        expected: format_dims(&info.shape),
+        got: t.shape().to_vec(),
+    };
+    if t.rank() != info.shape.len() {
+        return Err(shape_err());
+    }
+    for (d, &n) in info.shape.iter().zip(t.shape()) {
+        match d {
+            Dim::Fixed(f) if *f != n => return Err(shape_err()),
+            Dim::Fixed(_) => {}
+            Dim::Symbolic(s) => match bindings.get(s.as_str()) {
+                Some(&(bound, _)) if bound != n => {
+                    return Err(EngineError::InconsistentDim {
+                        dim: s.clone(),
+                        first: bound,
+                        second: n,
+                        input: info.name.clone(),
+                    })
+                }
+                Some(_) => {}
+                None => {
+                    bindings.insert(s, (n, &info.name));
+                }
+            },
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,285 @@
+//! cloister-policy: the policy file that configures the enclave — which tenants exist, which
+//! models each may use, what attestation provider backs the service, and the service's limits.
+//!
+//! The policy is security-relevant (its SHA-256 is bound into the attestation evidence), and it
+//! is written by hand, so this crate parses it strictly and explains every problem precisely:
+//! unknown keys are errors, every semantic rule is checked, and every [`PolicyError`] points at
+//! a file, line and column with a hint for the fix. Validation is pure (no IO);
+//! [`Policy::load`] is the only function that touches the file system.
+//!
+//! Schema version 1, by example (see `policies/examples/`):
+//!
+//! ```toml
+//! schema_version = 1
+//! [service]
+//! name = "cloister-dev"
+//! max_request_bytes = 1048576
+//! request_timeout_ms = 10000
+//! max_batch_rows = 1024
+//! replay_window_secs = 300
+//! [attestation]
+//! provider = "sim"          # "sim" | "snp"; "sim" needs allow_simulated = true
+//! allow_simulated = true
+//! # expected_measurements = ["<96 hex: SHA-384 launch measurement>"]
+//! [[tenants]]
+//! id = "dev"
+//! api_key_sha256 = "<64 hex>"
+//! models = ["digits"]
+//! max_requests_per_minute = 600
+//! [[models]]
+//! id = "digits"
+//! path = "models/digits.onnx"   # relative to the policy file's directory
+//! sha256 = "<64 hex>"
+//! description = "optional"
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod default;
+mod error;
+mod raw;
+mod validate;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+pub use default::default_policy_toml;
+pub use error::{render_errors, Location, PolicyError};
+
+/// The only schema version this build understands.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A validated policy. Only [`Policy::from_toml_str`] and friends construct one, so holding a
+/// `Policy` means every rule in the crate docs holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Policy {
+    /// Always [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// Service-wide limits.
+    pub service: Service,
+    /// How the enclave proves what it is.
+    pub attestation: Attestation,
+    /// Who may call, in file order; ids and API key hashes are unique.
+    pub tenants: Vec<Tenant>,
+    /// What can be served, in file order; ids are unique.
+    pub models: Vec<ModelEntry>,
+    /// The directory relative model paths resolve against: the policy file's directory for
+    /// [`Policy::load`], empty (the current directory) for [`Policy::from_toml_str`].
+    pub base_dir: PathBuf,
+    /// SHA-256 of the policy file's bytes (for `from_toml_str`, of the string's UTF-8 bytes).
+    pub digest: [u8; 32],
+    /// The file name used in messages.
+    pub origin: String,
+}
+
+/// `[service]`: limits that apply to every request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Service {
+    /// A name for logs and metrics.
+    pub name: String,
+    /// Largest sealed request body accepted, in bytes (> 0).
+    pub max_request_bytes: u64,
+    /// Per-request time limit in milliseconds (> 0).
+    pub request_timeout_ms: u64,
+    /// Largest first dimension accepted per input tensor (> 0).
+    pub max_batch_rows: u64,
+    /// Requests timestamped further than this from the enclave's clock are refused (> 0).
+    pub replay_window_secs: u64,
+}
+
+impl Service {
+    /// [`Service::request_timeout_ms`] as a `Duration`.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// [`Service::replay_window_secs`] as a `Duration`.
+    pub fn replay_window(&self) -> Duration {
+        Duration::from_secs(self.replay_window_secs)
+    }
+}
+
+/// Which attestation provider backs the enclave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// Simulated attestation for development: no hardware protection. Selecting it requires
+    /// `allow_simulated = true`.
+    Sim,
+    /// AMD SEV-SNP.
+    Snp,
+}
+
+impl Provider {
+    /// The name used in policy files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Sim => "sim",
+            Provider::Snp => "snp",
+        }
+    }
+}
+
+/// `[attestation]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Attestation {
+    /// The provider.
+    pub provider: Provider,
+    /// Whether the simulated provider is permitted (must be true when `provider` is `Sim`).
+    pub allow_simulated: bool,
+    /// SHA-384 launch measurements clients should accept (informational for clients; may be
+    /// empty).
+    pub expected_measurements: Vec<[u8; 48]>,
+}
+
+/// `[[tenants]]`: a caller, identified by the SHA-256 of its API key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Tenant {
+    /// Unique id, `[a-z0-9][a-z0-9._-]*`.
+    pub id: String,
+    /// SHA-256 of the API key; the key itself is never stored.
+    pub api_key_sha256: [u8; 32],
+    /// Ids of the models this tenant may use; each names a `[[models]]` entry.
+    pub models: Vec<String>,
+    /// Rate limit (> 0).
+    pub max_requests_per_minute: u64,
+}
+
+impl Tenant {
+    /// Whether this tenant may use the model `model_id`.
+    pub fn may_use(&self, model_id: &str) -> bool {
+        self.models.iter().any(|m| m == model_id)
+    }
+}
+
+/// `[[models]]`: a model the enclave serves, pinned by its file's SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ModelEntry {
+    /// Unique id, `[a-z0-9][a-z0-9._-]*`.
+    pub id: String,
+    /// The path as written in the policy (see [`ModelEntry::resolved_path`]).
+    pub path: PathBuf,
+    /// SHA-256 of the model file.
+    pub sha256: [u8; 32],
+    /// Free text.
+    pub description: Option<String>,
+}
+
+impl ModelEntry {
+    /// The model file's path: `path` itself if absolute, else `base_dir/path`.
+    pub fn resolved_path(&self, base_dir: &Path) -> PathBuf {
+        if self.path.is_absolute() {
+            self.path.clone()
+        } else {
+            base_dir.join(&self.path)
+        }
+    }
+
+    /// [`ModelEntry::sha256`] in lowercase hex.
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(self.sha256)
+    }
+}
+
+impl Policy {
+    /// Parses and validates a policy; `origin` is the file name used in messages.
+    /// Returns the first problem; see [`Policy::from_toml_str_all`] for all of them.
+    pub fn from_toml_str(src: &str, origin: &str) -> Result<Policy, PolicyError> {
+        Policy::from_toml_str_all(src, origin).map_err(first_error)
+    }
+
+    /// Like [`Policy::from_toml_str`], but reports every semantic problem at once, in file
+    /// order. (A TOML syntax or type error stops parsing, so it is reported alone.)
+    pub fn from_toml_str_all(src: &str, origin: &str) -> Result<Policy, Vec<PolicyError>> {
+        let digest: [u8; 32] = Sha256::digest(src.as_bytes()).into();
+        validate::parse(src, origin, digest)
+    }
+
+    /// Reads, parses and validates the policy file at `path`, recording its directory as
+    /// [`Policy::base_dir`] and the SHA-256 of its bytes as [`Policy::digest`].
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        Policy::load_all(path).map_err(first_error)
+    }
+
+    /// Like [`Policy::load`], but reports every semantic problem at once.
+    pub fn load_all(path: &Path) -> Result<Policy, Vec<PolicyError>> {
+        let bytes = std::fs::read(path).map_err(|source| {
+            vec![PolicyError::Read {
+                path: path.to_path_buf(),
+                source,
+            }]
+        })?;
+        let origin = path.display().to_string();
+        let src = std::str::from_utf8(&bytes).map_err(|e| {
+            let valid = &bytes[..e.valid_up_to()];
+            // The prefix is valid UTF-8 by construction.
+            let valid = std::str::from_utf8(valid).unwrap_or_default();
+            vec![PolicyError::NotUtf8 {
+                at: Location::at_offset(&origin, valid, valid.len()),
+            }]
+        })?;
+        let mut policy = Policy::from_toml_str_all(src, &origin)?;
+        policy.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(policy)
+    }
+
+    /// The tenant with id `id`.
+    pub fn tenant(&self, id: &str) -> Option<&Tenant> {
+        self.tenants.iter().find(|t| t.id == id)
+    }
+
+    /// The model with id `id`.
+    pub fn model(&self, id: &str) -> Option<&ModelEntry> {
+        self.models.iter().find(|m| m.id == id)
+    }
+
+    /// The model's file path resolved against [`Policy::base_dir`].
+    pub fn model_path(&self, id: &str) -> Option<PathBuf> {
+        self.model(id).map(|m| m.resolved_path(&self.base_dir))
+    }
+
+    /// The tenant whose API key hashes to `hash`. Compares every tenant's hash in constant time
+    /// so timing does not reveal how much of a guess matched.
+    pub fn tenant_by_api_key_hash(&self, hash: &[u8; 32]) -> Option<&Tenant> {
+        let mut found = None;
+        for tenant in &self.tenants {
+            let diff = tenant
+                .api_key_sha256
+                .iter()
+                .zip(hash)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            if diff == 0 {
+                found = Some(tenant);
+            }
+        }
+        found
+    }
+
+    /// [`Policy::digest`] in lowercase hex.
+    pub fn digest_hex(&self) -> String {
+        hex::encode(self.digest)
+    }
+}
+
+fn first_error(mut errors: Vec<PolicyError>) -> PolicyError {
+    // INVARIANT: validate::parse never returns an empty error list.
+    if errors.is_empty() {
+        errors.push(PolicyError::Syntax {
+            at: Location {
+                origin: String::new(),
+                line: 1,
+                column: 1,
+            },
+            message: "internal error: no error reported".into(),
+        });
+    }
+    errors.swap_remove(0)
+}

@@ -1,0 +1,67 @@
+//! The policy file exactly as written: serde structs with `deny_unknown_fields` and
+//! [`Spanned`] values, so that semantic checks in [`crate::validate`] can point at the text that
+//! is wrong. Nothing outside this crate sees these types.
+
+use serde::Deserialize;
+use serde_spanned::Spanned;
+
+use crate::Provider;
+
+/// Read first, leniently, so that a file for another schema version is reported as such
+/// rather than as a list of unknown fields.
+#[derive(Deserialize)]
+pub(crate) struct VersionProbe {
+    pub schema_version: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPolicy {
+    #[allow(dead_code)] // checked through `VersionProbe`
+    pub schema_version: Spanned<i64>,
+    pub service: RawService,
+    pub attestation: RawAttestation,
+    #[serde(default)]
+    pub tenants: Vec<RawTenant>,
+    #[serde(default)]
+    pub models: Vec<RawModel>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawService {
+    pub name: Spanned<String>,
+    pub max_request_bytes: Spanned<u64>,
+    pub request_timeout_ms: Spanned<u64>,
+    pub max_batch_rows: Spanned<u64>,
+    pub replay_window_secs: Spanned<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAttestation {
+    pub provider: Spanned<Provider>,
+    #[serde(default)]
+    pub allow_simulated: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub expected_measurements: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTenant {
+    pub id: Spanned<String>,
+    pub api_key_sha256: Spanned<String>,
+    pub models: Vec<Spanned<String>>,
+    pub max_requests_per_minute: Spanned<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawModel {
+    pub id: Spanned<String>,
+    pub path: Spanned<String>,
+    pub sha256: Spanned<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+}

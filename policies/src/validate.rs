@@ -1,0 +1,292 @@
+//! Semantic validation: from the spanned [`crate::raw`] structs to a [`Policy`], collecting every
+//! rule violation with the position of the offending value. Pure: no IO.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use serde_spanned::Spanned;
+
+use crate::raw::{RawPolicy, VersionProbe};
+use crate::{
+    Attestation, Location, ModelEntry, Policy, PolicyError, Provider, Service, Tenant,
+    SCHEMA_VERSION,
+};
+
+/// Parses `src` into a validated policy, or returns every problem found (never an empty list).
+pub(crate) fn parse(src: &str, origin: &str, digest: [u8; 32]) -> Result<Policy, Vec<PolicyError>> {
+    let ctx = Ctx { src, origin };
+    let toml_err = |e: toml::de::Error| vec![PolicyError::from_toml(&e, origin, src)];
+
+    // Version first, leniently: a file written for another schema should say so.
+    let probe: VersionProbe = toml::from_str(src).map_err(toml_err)?;
+    if let Some(v) = &probe.schema_version {
+        if v.get_ref().as_integer() != Some(i64::from(SCHEMA_VERSION)) {
+            return Err(vec![PolicyError::UnsupportedSchemaVersion {
+                at: ctx.at(&v.span()),
+                found: v.get_ref().to_string(),
+            }]);
+        }
+    }
+    let raw: RawPolicy = toml::from_str(src).map_err(toml_err)?;
+
+    let mut errors = Vec::new();
+    let service = ctx.service(&raw, &mut errors);
+    let attestation = ctx.attestation(&raw, &mut errors);
+    let models = ctx.models(&raw, &mut errors);
+    let tenants = ctx.tenants(&raw, &mut errors);
+
+    for (section, empty) in [
+        ("tenants", raw.tenants.is_empty()),
+        ("models", raw.models.is_empty()),
+    ] {
+        if empty {
+            errors.push(PolicyError::MissingSection {
+                at: Location::at_offset(origin, src, src.len()),
+                section,
+            });
+        }
+    }
+
+    if !errors.is_empty() {
+        errors.sort_by_key(|e| (e.line(), e.column()));
+        return Err(errors);
+    }
+    Ok(Policy {
+        schema_version: SCHEMA_VERSION,
+        service,
+        attestation,
+        tenants,
+        models,
+        base_dir: Default::default(),
+        digest,
+        origin: origin.to_string(),
+    })
+}
+
+struct Ctx<'a> {
+    src: &'a str,
+    origin: &'a str,
+}
+
+impl Ctx<'_> {
+    fn at(&self, span: &Range<usize>) -> Location {
+        Location::of_span(self.origin, self.src, span)
+    }
+
+    /// The byte offset of the `i`-th character of a string value's contents: skips the opening
+    /// quote when the value is written as a plain string (escapes make this approximate, never
+    /// out of bounds).
+    fn content_offset(&self, value: &Spanned<String>, char_index: usize) -> usize {
+        let span = value.span();
+        let raw = self.src.get(span.clone()).unwrap_or_default();
+        let start = match raw.find(value.get_ref().as_str()) {
+            Some(i) if !value.get_ref().is_empty() => span.start + i,
+            _ => span.start,
+        };
+        let byte_index = value
+            .get_ref()
+            .char_indices()
+            .nth(char_index)
+            .map_or(0, |(b, _)| b);
+        start + byte_index
+    }
+
+    fn positive(
+        &self,
+        v: &Spanned<u64>,
+        field: &'static str,
+        errors: &mut Vec<PolicyError>,
+    ) -> u64 {
+        if *v.get_ref() == 0 {
+            errors.push(PolicyError::ZeroLimit {
+                at: self.at(&v.span()),
+                field,
+            });
+        }
+        *v.get_ref()
+    }
+
+    fn id(&self, v: &Spanned<String>, what: &'static str, errors: &mut Vec<PolicyError>) -> String {
+        let id = v.get_ref();
+        let bad = id.chars().enumerate().find(|&(i, c)| {
+            let ok_first = c.is_ascii_lowercase() || c.is_ascii_digit();
+            !(ok_first || (i > 0 && matches!(c, '.' | '_' | '-')))
+        });
+        if id.is_empty() {
+            errors.push(PolicyError::Empty {
+                at: self.at(&v.span()),
+                field: "id",
+            });
+        } else if let Some((i, _)) = bad {
+            errors.push(PolicyError::InvalidId {
+                at: Location::at_offset(self.origin, self.src, self.content_offset(v, i)),
+                what,
+                id: id.clone(),
+            });
+        }
+        id.clone()
+    }
+
+    fn digest<const N: usize>(
+        &self,
+        v: &Spanned<String>,
+        field: &'static str,
+        errors: &mut Vec<PolicyError>,
+    ) -> [u8; N] {
+        let text = v.get_ref();
+        let mut out = [0u8; N];
+        if let Some((i, c)) = text
+            .chars()
+            .enumerate()
+            .find(|(_, c)| !c.is_ascii_hexdigit())
+        {
+            errors.push(PolicyError::InvalidDigest {
+                at: Location::at_offset(self.origin, self.src, self.content_offset(v, i)),
+                field,
+                expected_hex_chars: 2 * N,
+                problem: format!("'{}' is not a hexadecimal digit", c.escape_debug()),
+            });
+        } else if text.len() != 2 * N {
+            errors.push(PolicyError::InvalidDigest {
+                at: self.at(&v.span()),
+                field,
+                expected_hex_chars: 2 * N,
+                problem: format!("found {} characters", text.len()),
+            });
+        } else if hex::decode_to_slice(text, &mut out).is_err() {
+            // Unreachable after the checks above, but never panic on input.
+            errors.push(PolicyError::InvalidDigest {
+                at: self.at(&v.span()),
+                field,
+                expected_hex_chars: 2 * N,
+                problem: "not valid hex".into(),
+            });
+        }
+        out
+    }
+
+    fn service(&self, raw: &RawPolicy, errors: &mut Vec<PolicyError>) -> Service {
+        let s = &raw.service;
+        if s.name.get_ref().trim().is_empty() {
+            errors.push(PolicyError::Empty {
+                at: self.at(&s.name.span()),
+                field: "name",
+            });
+        }
+        Service {
+            name: s.name.get_ref().clone(),
+            max_request_bytes: self.positive(&s.max_request_bytes, "max_request_bytes", errors),
+            request_timeout_ms: self.positive(&s.request_timeout_ms, "request_timeout_ms", errors),
+            max_batch_rows: self.positive(&s.max_batch_rows, "max_batch_rows", errors),
+            replay_window_secs: self.positive(&s.replay_window_secs, "replay_window_secs", errors),
+        }
+    }
+
+    fn attestation(&self, raw: &RawPolicy, errors: &mut Vec<PolicyError>) -> Attestation {
+        let a = &raw.attestation;
+        let provider = *a.provider.get_ref();
+        let allow_simulated = a.allow_simulated.as_ref().is_some_and(|v| *v.get_ref());
+        if provider == Provider::Sim && !allow_simulated {
+            // Point at `allow_simulated = false` if written, else at the provider.
+            let span = a
+                .allow_simulated
+                .as_ref()
+                .map_or_else(|| a.provider.span(), |v| v.span());
+            errors.push(PolicyError::SimulatedNotAllowed { at: self.at(&span) });
+        }
+        Attestation {
+            provider,
+            allow_simulated,
+            expected_measurements: a
+                .expected_measurements
+                .iter()
+                .map(|m| self.digest::<48>(m, "expected_measurements", errors))
+                .collect(),
+        }
+    }
+
+    fn models(&self, raw: &RawPolicy, errors: &mut Vec<PolicyError>) -> Vec<ModelEntry> {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        let mut out = Vec::new();
+        for m in &raw.models {
+            let id = self.id(&m.id, "model", errors);
+            if let Some(&first_line) = seen.get(m.id.get_ref().as_str()) {
+                errors.push(PolicyError::DuplicateId {
+                    at: self.at(&m.id.span()),
+                    what: "model",
+                    id: id.clone(),
+                    first_line,
+                });
+            } else {
+                seen.insert(m.id.get_ref(), self.at(&m.id.span()).line);
+            }
+            if m.path.get_ref().trim().is_empty() {
+                errors.push(PolicyError::Empty {
+                    at: self.at(&m.path.span()),
+                    field: "path",
+                });
+            }
+            out.push(ModelEntry {
+                id,
+                path: m.path.get_ref().into(),
+                sha256: self.digest::<32>(&m.sha256, "sha256", errors),
+                description: m.description.clone(),
+            });
+        }
+        out
+    }
+
+    fn tenants(&self, raw: &RawPolicy, errors: &mut Vec<PolicyError>) -> Vec<Tenant> {
+        let known: Vec<String> = raw.models.iter().map(|m| m.id.get_ref().clone()).collect();
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        let mut keys: HashMap<[u8; 32], String> = HashMap::new();
+        let mut out = Vec::new();
+        for t in &raw.tenants {
+            let id = self.id(&t.id, "tenant", errors);
+            if let Some(&first_line) = seen.get(t.id.get_ref().as_str()) {
+                errors.push(PolicyError::DuplicateId {
+                    at: self.at(&t.id.span()),
+                    what: "tenant",
+                    id: id.clone(),
+                    first_line,
+                });
+            } else {
+                seen.insert(t.id.get_ref(), self.at(&t.id.span()).line);
+            }
+            let before = errors.len();
+            let key = self.digest::<32>(&t.api_key_sha256, "api_key_sha256", errors);
+            if errors.len() == before {
+                if let Some(other) = keys.get(&key) {
+                    errors.push(PolicyError::DuplicateApiKey {
+                        at: self.at(&t.api_key_sha256.span()),
+                        tenant: id.clone(),
+                        other: other.clone(),
+                    });
+                } else {
+                    keys.insert(key, id.clone());
+                }
+            }
+            for m in &t.models {
+                if !known.contains(m.get_ref()) {
+                    errors.push(PolicyError::UnknownModel {
+                        at: self.at(&m.span()),
+                        tenant: id.clone(),
+                        model: m.get_ref().clone(),
+                        known: known.clone(),
+                    });
+                }
+            }
+            out.push(Tenant {
+                id,
+                api_key_sha256: key,
+                models: t.models.iter().map(|m| m.get_ref().clone()).collect(),
+                max_requests_per_minute: self.positive(
+                    &t.max_requests_per_minute,
+                    "max_requests_per_minute",
+                    errors,
+                ),
+            });
+        }
+        out
+    }
+}

@@ -1,0 +1,72 @@
+//! The request and response *inside* the seal: a Binary HTTP (RFC 9292) message
+//! whose body is the JSON defined here.
+//!
+//! Inner request: `POST /v1/infer`, header `authorization: Bearer <API key>`
+//! (the enclave, not the gateway, authenticates the tenant), body
+//! [`InferRequest`]. Inner response: status 200 with [`InferResponse`], or a
+//! 4xx/5xx status with the JSON error body of [`crate::error::ApiError`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::tensor::WireTensor;
+
+/// Path of the inference request inside the seal.
+pub const INFER_PATH: &str = "/v1/infer";
+/// Authority used in the inner request (informational; the enclave ignores it).
+pub const INNER_AUTHORITY: &str = "enclave.cloister";
+
+/// The opened inference request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferRequest {
+    /// Client-chosen random id (hex, 16–64 chars); echoed in the response and the audit log.
+    pub request_id: String,
+    /// When the client sealed the request (Unix milliseconds); the enclave
+    /// refuses requests outside its replay window.
+    pub issued_at_ms: u64,
+    /// Model id from the policy.
+    pub model: String,
+    /// Named inputs.
+    pub inputs: BTreeMap<String, WireTensor>,
+}
+
+/// Where the audit record of a request sits, signed by the enclave's attested
+/// Ed25519 key so a client can later hold the service to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditReceipt {
+    /// Index of the record in the log.
+    pub index: u64,
+    /// Hex SHA-256 chain hash of the record.
+    pub hash: String,
+    /// Hex Ed25519 signature over [`AuditReceipt::signed_message`].
+    pub signature: String,
+}
+
+impl AuditReceipt {
+    /// The bytes the enclave signs: a label, the request id, the index and the hash.
+    pub fn signed_message(request_id: &str, index: u64, hash_hex: &str) -> Vec<u8> {
+        let mut m = b"cloister/v1/audit-receipt\0".to_vec();
+        m.extend_from_slice(&(request_id.len() as u32).to_be_bytes());
+        m.extend_from_slice(request_id.as_bytes());
+        m.extend_from_slice(&index.to_be_bytes());
+        m.extend_from_slice(hash_hex.as_bytes());
+        m
+    }
+}
+
+/// The successful inference response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InferResponse {
+    /// Echo of the request id.
+    pub request_id: String,
+    /// Model id.
+    pub model: String,
+    /// Hex SHA-256 of the model file that produced the outputs.
+    pub model_sha256: String,
+    /// Named outputs, dtype filled in.
+    pub outputs: BTreeMap<String, WireTensor>,
+    /// The audit record written before this response was released.
+    pub audit: AuditReceipt,
+}

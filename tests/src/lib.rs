@@ -1,0 +1,1 @@
+//! cloister-e2e
