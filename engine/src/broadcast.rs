@@ -89,7 +89,11 @@ pub(crate) fn for_each_offset(out_shape: &[usize], s: &[usize], mut f: impl FnMu
 }
 
 /// Materialises `data` (of `in_shape`) broadcast to `out_shape`.
-pub fn broadcast_to<T: Copy>(data: &[T], in_shape: &[usize], out_shape: &[usize]) -> Result<Vec<T>> {
+pub fn broadcast_to<T: Copy>(
+    data: &[T],
+    in_shape: &[usize],
+    out_shape: &[usize],
+) -> Result<Vec<T>> {
     let s = broadcast_strides(in_shape, out_shape)?;
     let mut out = Vec::with_capacity(numel(out_shape)?);
     for_each_offset(out_shape, &s, |o| out.push(data[o]));
@@ -131,6 +135,42 @@ pub fn zip_broadcast<T: Copy, U>(
     Ok((out_shape, out))
 }
 
+/// Broadcasts declared/inferred shapes. Fixed sizes follow numpy rules; a symbolic dim against
+/// 1 stays symbolic, against a fixed size `n > 1` becomes `n` (it must be `n` or 1 at run time).
+pub fn broadcast_dims(a: &[crate::Dim], b: &[crate::Dim]) -> Result<Vec<crate::Dim>> {
+    use crate::Dim;
+    let rank = a.len().max(b.len());
+    let one = Dim::Fixed(1);
+    let mut out = Vec::with_capacity(rank);
+    for i in 0..rank {
+        let k = rank - 1 - i;
+        let da = if k < a.len() {
+            &a[a.len() - 1 - k]
+        } else {
+            &one
+        };
+        let db = if k < b.len() {
+            &b[b.len() - 1 - k]
+        } else {
+            &one
+        };
+        out.push(match (da, db) {
+            (x, y) if x == y => x.clone(),
+            (Dim::Fixed(1), y) => y.clone(),
+            (x, Dim::Fixed(1)) => x.clone(),
+            (Dim::Fixed(x), Dim::Fixed(y)) => {
+                return Err(EngineError::Broadcast {
+                    lhs: vec![*x],
+                    rhs: vec![*y],
+                })
+            }
+            (Dim::Fixed(x), Dim::Symbolic(_)) | (Dim::Symbolic(_), Dim::Fixed(x)) => Dim::Fixed(*x),
+            (Dim::Symbolic(x), Dim::Symbolic(_)) => Dim::Symbolic(x.clone()),
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +188,17 @@ mod tests {
     }
 
     #[test]
+    fn symbolic_dims_broadcast() {
+        use crate::Dim;
+        let n = Dim::Symbolic("N".into());
+        let out = broadcast_dims(&[n.clone(), Dim::Fixed(3)], &[Dim::Fixed(1), Dim::Fixed(3)]);
+        assert_eq!(out.unwrap(), vec![n.clone(), Dim::Fixed(3)]);
+        let out = broadcast_dims(&[n, Dim::Fixed(1)], &[Dim::Fixed(4)]).unwrap();
+        assert_eq!(out[1], Dim::Fixed(4));
+        assert!(broadcast_dims(&[Dim::Fixed(2)], &[Dim::Fixed(3)]).is_err());
+    }
+
+    #[test]
     fn materialise_and_zip() {
         // [2,1] + [3] -> [2,3]
         let v = broadcast_to(&[1, 2], &[2, 1], &[2, 3]).unwrap();
@@ -157,32 +208,4 @@ mod tests {
         assert_eq!(v, vec![11, 21, 31, 12, 22, 32]);
         assert!(broadcast_to(&[1, 2, 3], &[3], &[2, 2]).is_err());
     }
-}
-
-/// Broadcasts declared/inferred shapes. Fixed sizes follow numpy rules; a symbolic dim against
-/// 1 stays symbolic, against a fixed size `n > 1` becomes `n` (it must be `n` or 1 at run time).
-pub fn broadcast_dims(a: &[crate::Dim], b: &[crate::Dim]) -> Result<Vec<crate::Dim>> {
-    use crate::Dim;
-    let rank = a.len().max(b.len());
-    let one = Dim::Fixed(1);
-    let mut out = Vec::with_capacity(rank);
-    for i in 0..rank {
-        let k = rank - 1 - i;
-        let da = if k < a.len() { &a[a.len() - 1 - k] } else { &one };
-        let db = if k < b.len() { &b[b.len() - 1 - k] } else { &one };
-        out.push(match (da, db) {
-            (x, y) if x == y => x.clone(),
-            (Dim::Fixed(1), y) => y.clone(),
-            (x, Dim::Fixed(1)) => x.clone(),
-            (Dim::Fixed(x), Dim::Fixed(y)) => {
-                return Err(EngineError::Broadcast {
-                    lhs: vec![*x],
-                    rhs: vec![*y],
-                })
-            }
-            (Dim::Fixed(x), Dim::Symbolic(_)) | (Dim::Symbolic(_), Dim::Fixed(x)) => Dim::Fixed(*x),
-            (Dim::Symbolic(x), Dim::Symbolic(_)) => Dim::Symbolic(x.clone()),
-        });
-    }
-    Ok(out)
 }

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use crate::error::{EngineError, Result};
 use crate::onnx::proto::GraphProto;
-use crate::onnx::{attributes_from_proto, complete_value_info, tensor_from_proto, value_info_from_proto};
+use crate::onnx::{
+    attributes_from_proto, complete_value_info, tensor_from_proto, value_info_from_proto,
+};
 use crate::ops::{normalize_domain, NodeContext, OpRegistry, Operator};
 use crate::tensor::Tensor;
 use crate::types::{Dim, TypeShape, ValueInfo};
@@ -91,22 +93,35 @@ impl Graph {
         registry: &OpRegistry,
     ) -> Result<Graph> {
         if !g.sparse_initializer.is_empty() {
-            return Err(EngineError::UnsupportedFeature("sparse initializers".into()));
+            return Err(EngineError::UnsupportedFeature(
+                "sparse initializers".into(),
+            ));
         }
         let mut values: Vec<Value> = Vec::new();
         let mut ids: HashMap<String, ValueId> = HashMap::new();
         for t in &g.initializer {
             let name = t.name.clone().unwrap_or_default();
             if name.is_empty() {
-                return Err(EngineError::InvalidModel("initializer without a name".into()));
+                return Err(EngineError::InvalidModel(
+                    "initializer without a name".into(),
+                ));
             }
             let tensor = Arc::new(tensor_from_proto(t)?);
             let fact = TypeShape::of_constant(tensor.clone());
-            define(&mut values, &mut ids, &name, ValueSource::Initializer(tensor), fact)?;
+            define(
+                &mut values,
+                &mut ids,
+                &name,
+                ValueSource::Initializer(tensor),
+                fact,
+            )?;
         }
 
-        let init_names: std::collections::HashSet<String> =
-            g.initializer.iter().filter_map(|t| t.name.clone()).collect();
+        let init_names: std::collections::HashSet<String> = g
+            .initializer
+            .iter()
+            .filter_map(|t| t.name.clone())
+            .collect();
         let mut inputs = Vec::new();
         for vi in &g.input {
             if vi.name.as_ref().is_some_and(|n| init_names.contains(n)) {
@@ -122,10 +137,16 @@ impl Graph {
         let mut pending = Vec::with_capacity(g.node.len());
         let mut producer: HashMap<String, usize> = HashMap::new();
         for (i, n) in g.node.iter().enumerate() {
-            let name = n.name.clone().filter(|s| !s.is_empty()).unwrap_or(format!("#{i}"));
+            let name = n
+                .name
+                .clone()
+                .filter(|s| !s.is_empty())
+                .unwrap_or(format!("#{i}"));
             let op_type = n.op_type.clone().unwrap_or_default();
             if op_type.is_empty() {
-                return Err(EngineError::InvalidModel(format!("node {name:?} has no op_type")));
+                return Err(EngineError::InvalidModel(format!(
+                    "node {name:?} has no op_type"
+                )));
             }
             let mut node_inputs = n.input.clone();
             while node_inputs.last().is_some_and(String::is_empty) {
@@ -168,9 +189,10 @@ impl Graph {
                 .iter()
                 .map(|n| ids.get(n).copied())
                 .collect::<Option<_>>()
-                .ok_or_else(|| EngineError::InvalidModel(format!("node {:?} reads an undefined value", p.name)))?;
-            let attributes =
-                attributes_from_proto(&p.name, &g.node[p.proto_index].attribute)?;
+                .ok_or_else(|| {
+                    EngineError::InvalidModel(format!("node {:?} reads an undefined value", p.name))
+                })?;
+            let attributes = attributes_from_proto(&p.name, &g.node[p.proto_index].attribute)?;
             let opset = match opsets.get(&p.domain) {
                 Some(v) => *v,
                 None if p.domain.is_empty() => {
@@ -193,7 +215,8 @@ impl Graph {
                 e @ EngineError::UnsupportedOp { .. } => e,
                 e => wrap(e),
             })?;
-            let in_facts: Vec<TypeShape> = input_ids.iter().map(|&i| values[i].fact.clone()).collect();
+            let in_facts: Vec<TypeShape> =
+                input_ids.iter().map(|&i| values[i].fact.clone()).collect();
             let out_facts = op.infer(&in_facts).map_err(wrap)?;
             if out_facts.len() < p.outputs.iter().filter(|o| !o.is_empty()).count()
                 || out_facts.len() < p.outputs.len()
@@ -209,7 +232,13 @@ impl Graph {
                 if o.is_empty() {
                     out_ids.push(None);
                 } else {
-                    out_ids.push(Some(define(&mut values, &mut ids, o, ValueSource::Node(pos), fact)?));
+                    out_ids.push(Some(define(
+                        &mut values,
+                        &mut ids,
+                        o,
+                        ValueSource::Node(pos),
+                        fact,
+                    )?));
                 }
             }
             nodes.push(Node {
@@ -243,7 +272,14 @@ impl Graph {
                 }
                 None => fact.shape.clone(),
             };
-            outputs.push((id, ValueInfo { name, dtype: fact.dtype, shape }));
+            outputs.push((
+                id,
+                ValueInfo {
+                    name,
+                    dtype: fact.dtype,
+                    shape,
+                },
+            ));
         }
         if outputs.is_empty() {
             return Err(EngineError::InvalidModel("graph has no outputs".into()));
@@ -343,7 +379,11 @@ fn check_compatible(name: &str, declared: &[Dim], inferred: &[Dim]) -> Result<()
 }
 
 /// For each value, the last node index that reads it (or its producer, if nothing reads it).
-fn liveness(values: &[Value], nodes: &[Node], outputs: &[(ValueId, ValueInfo)]) -> Vec<Option<usize>> {
+fn liveness(
+    values: &[Value],
+    nodes: &[Node],
+    outputs: &[(ValueId, ValueInfo)],
+) -> Vec<Option<usize>> {
     let mut free_after: Vec<Option<usize>> = values
         .iter()
         .map(|v| match v.source {

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use super::proto::{
-    attribute_type as at, data_location, tensor_shape_proto::dimension, type_proto,
-    AttributeProto, TensorProto, ValueInfoProto,
+    attribute_type as at, data_location, tensor_shape_proto::dimension, type_proto, AttributeProto,
+    TensorProto, ValueInfoProto,
 };
 use crate::attributes::{AttrValue, Attributes};
 use crate::dtype::DType;
@@ -126,13 +126,13 @@ pub(crate) fn value_info_from_proto(
                 .iter()
                 .enumerate()
                 .map(|(axis, d)| match &d.value {
-                    Some(dimension::Value::DimValue(v)) => usize::try_from(*v)
-                        .map(Dim::Fixed)
-                        .map_err(|_| {
+                    Some(dimension::Value::DimValue(v)) => {
+                        usize::try_from(*v).map(Dim::Fixed).map_err(|_| {
                             EngineError::InvalidModel(format!(
                                 "value {name:?} has negative dimension {v}"
                             ))
-                        }),
+                        })
+                    }
                     Some(dimension::Value::DimParam(p)) if !p.is_empty() => {
                         Ok(Dim::Symbolic(p.clone()))
                     }
@@ -246,7 +246,10 @@ mod tests {
     fn raw_and_typed_data_decode() {
         let mut t = proto(DType::F32, vec![2]);
         t.raw_data = Some([1.5f32.to_le_bytes(), (-2.0f32).to_le_bytes()].concat());
-        assert_eq!(tensor_from_proto(&t).unwrap().as_f32().unwrap(), &[1.5, -2.0]);
+        assert_eq!(
+            tensor_from_proto(&t).unwrap().as_f32().unwrap(),
+            &[1.5, -2.0]
+        );
 
         let mut t = proto(DType::I64, vec![1, 2]);
         t.int64_data = vec![7, -9];

@@ -92,7 +92,10 @@ impl Operator for Activation {
         if !self.kind.accepts(inputs[0].dtype) {
             return Err(unsupported_dtype(self.kind.name(), inputs[0].dtype));
         }
-        Ok(vec![TypeShape::new(inputs[0].dtype, inputs[0].shape.clone())])
+        Ok(vec![TypeShape::new(
+            inputs[0].dtype,
+            inputs[0].shape.clone(),
+        )])
     }
 
     fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
@@ -119,7 +122,9 @@ pub(crate) fn register(r: &mut OpRegistry) {
         ActivationKind::Sigmoid,
         ActivationKind::Tanh,
     ] {
-        r.register("", kind.name(), move |_| Ok(Box::new(Activation::new(kind))));
+        r.register("", kind.name(), move |_| {
+            Ok(Box::new(Activation::new(kind)))
+        });
     }
 }
 
@@ -164,6 +169,8 @@ mod tests {
     #[test]
     fn sigmoid_rejects_integers() {
         let x = Tensor::from_i64(vec![1], vec![1]).unwrap();
-        assert!(Activation::new(ActivationKind::Sigmoid).eval(&[&x]).is_err());
+        assert!(Activation::new(ActivationKind::Sigmoid)
+            .eval(&[&x])
+            .is_err());
     }
 }

@@ -111,8 +111,10 @@ impl Operator for Cast {
 pub(crate) fn register(r: &mut OpRegistry) {
     r.register("", "Cast", |ctx| {
         let code = ctx.attributes.required_int("to")?;
-        let code = i32::try_from(code)
-            .map_err(|_| ctx.attributes.invalid("to", format!("bad type code {code}")))?;
+        let code = i32::try_from(code).map_err(|_| {
+            ctx.attributes
+                .invalid("to", format!("bad type code {code}"))
+        })?;
         Ok(Box::new(Cast::new(DType::from_onnx(code)?)))
     });
 }

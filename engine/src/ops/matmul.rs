@@ -14,7 +14,14 @@ use crate::types::{Dim, TypeShape};
 use crate::DType;
 
 /// Multiplies row-major `a` `[m, k]` by `b` `[k, n]` into `out` `[m, n]`.
-pub(crate) fn matmul_2d<T: Accumulate>(a: &[T], b: &[T], m: usize, k: usize, n: usize, out: &mut [T]) {
+pub(crate) fn matmul_2d<T: Accumulate>(
+    a: &[T],
+    b: &[T],
+    m: usize,
+    k: usize,
+    n: usize,
+    out: &mut [T],
+) {
     let mut acc = vec![T::acc_zero(); n];
     for i in 0..m {
         acc.iter_mut().for_each(|x| *x = T::acc_zero());
@@ -64,11 +71,7 @@ impl MatMul {
         if k != k2 {
             return Err(EngineError::operand(
                 OP,
-                format!(
-                    "inner dimensions differ: {:?} x {:?}",
-                    a.shape(),
-                    b.shape()
-                ),
+                format!("inner dimensions differ: {:?} x {:?}", a.shape(), b.shape()),
             ));
         }
         let (ba, bb) = (&sa[..sa.len() - 2], &sb[..sb.len() - 2]);
@@ -221,10 +224,7 @@ mod tests {
     fn inner_dimension_mismatch_is_an_error() {
         let a = Tensor::from_f32(vec![2, 3], vec![0.; 6]).unwrap();
         let b = Tensor::from_f32(vec![2, 3], vec![0.; 6]).unwrap();
-        assert!(matches!(
-            mm(a, b),
-            Err(EngineError::InvalidOperand { .. })
-        ));
+        assert!(matches!(mm(a, b), Err(EngineError::InvalidOperand { .. })));
         let ts = |s: &[usize]| TypeShape::fixed(DType::F32, s);
         assert!(MatMul.infer(&[ts(&[2, 3]), ts(&[2, 3])]).is_err());
         let sym = TypeShape::new(DType::F32, vec![Dim::Symbolic("N".into()), Dim::Fixed(3)]);

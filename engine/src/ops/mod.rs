@@ -124,10 +124,8 @@ impl OpRegistry {
 
     /// Whether `(domain, op_type)` has a constructor.
     pub fn contains(&self, domain: &str, op_type: &str) -> bool {
-        self.ctors.contains_key(&(
-            normalize_domain(domain).to_string(),
-            op_type.to_string(),
-        ))
+        self.ctors
+            .contains_key(&(normalize_domain(domain).to_string(), op_type.to_string()))
     }
 
     /// Builds the operator for a node, or [`EngineError::UnsupportedOp`].

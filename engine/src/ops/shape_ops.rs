@@ -56,10 +56,14 @@ impl Reshape {
                 }
                 -1 => return Err(EngineError::operand(op, "more than one -1 in shape")),
                 0 if !self.allow_zero => out.push(*input.get(i).ok_or_else(|| {
-                    EngineError::operand(op, format!("0 at axis {i} but input has rank {}", input.len()))
+                    EngineError::operand(
+                        op,
+                        format!("0 at axis {i} but input has rank {}", input.len()),
+                    )
                 })?),
                 s if s >= 0 => out.push(
-                    usize::try_from(s).map_err(|_| EngineError::operand(op, "dimension too large"))?,
+                    usize::try_from(s)
+                        .map_err(|_| EngineError::operand(op, "dimension too large"))?,
                 ),
                 s => return Err(EngineError::operand(op, format!("invalid dimension {s}"))),
             }
@@ -102,7 +106,10 @@ impl Operator for Reshape {
         check_arity("Reshape", inputs.len(), 2, 2)?;
         let (x, s) = (&inputs[0], &inputs[1]);
         if s.dtype != DType::I64 || s.rank() != 1 {
-            return Err(EngineError::operand("Reshape", "shape input must be 1-D int64"));
+            return Err(EngineError::operand(
+                "Reshape",
+                "shape input must be 1-D int64",
+            ));
         }
         let shape = match (&s.value, x.concrete_shape()) {
             (Some(spec), Some(xs)) => self
@@ -165,7 +172,13 @@ fn product_dims(dims: &[Dim]) -> Dim {
     for d in dims {
         match d {
             Dim::Fixed(v) => n = n.saturating_mul(*v),
-            Dim::Symbolic(_) => return if dims.len() == 1 { d.clone() } else { Dim::unknown() },
+            Dim::Symbolic(_) => {
+                return if dims.len() == 1 {
+                    d.clone()
+                } else {
+                    Dim::unknown()
+                }
+            }
         }
     }
     Dim::Fixed(n)
@@ -329,7 +342,10 @@ impl Operator for Concat {
         let dtype = same_dtype("Concat", inputs)?;
         let rank = inputs[0].rank();
         if inputs.iter().any(|t| t.rank() != rank) {
-            return Err(EngineError::operand("Concat", "operands have different ranks"));
+            return Err(EngineError::operand(
+                "Concat",
+                "operands have different ranks",
+            ));
         }
         let axis = normalize_axis("Concat", self.axis, rank)?;
         let mut shape = inputs[0].shape.clone();
@@ -365,7 +381,9 @@ pub(crate) fn register(r: &mut OpRegistry) {
                 "Reshape before opset 5 (shape attribute)".into(),
             ));
         }
-        Ok(Box::new(Reshape::new(ctx.attributes.int_or("allowzero", 0)? != 0)))
+        Ok(Box::new(Reshape::new(
+            ctx.attributes.int_or("allowzero", 0)? != 0,
+        )))
     });
     r.register("", "Flatten", |ctx| {
         Ok(Box::new(Flatten::new(ctx.attributes.int_or("axis", 1)?)))

@@ -39,7 +39,10 @@ impl Softmax {
     fn blocks(&self, shape: &[usize]) -> Result<(usize, usize, usize)> {
         let rank = shape.len();
         if rank == 0 {
-            return Err(EngineError::operand(self.name(), "input must have rank >= 1"));
+            return Err(EngineError::operand(
+                self.name(),
+                "input must have rank >= 1",
+            ));
         }
         let axis = normalize_axis(self.name(), self.axis, rank)?;
         let outer: usize = shape[..axis].iter().product();
@@ -94,7 +97,10 @@ impl Operator for Softmax {
             return Err(unsupported_dtype(self.name(), x.dtype));
         }
         if x.rank() == 0 {
-            return Err(EngineError::operand(self.name(), "input must have rank >= 1"));
+            return Err(EngineError::operand(
+                self.name(),
+                "input must have rank >= 1",
+            ));
         }
         normalize_axis(self.name(), self.axis, x.rank())?;
         Ok(vec![TypeShape::new(x.dtype, x.shape.clone())])
@@ -117,9 +123,7 @@ pub(crate) fn register(r: &mut OpRegistry) {
         let op = if log { "LogSoftmax" } else { "Softmax" };
         r.register("", op, move |ctx| {
             let legacy = ctx.opset < 13;
-            let axis = ctx
-                .attributes
-                .int_or("axis", if legacy { 1 } else { -1 })?;
+            let axis = ctx.attributes.int_or("axis", if legacy { 1 } else { -1 })?;
             Ok(Box::new(Softmax::new(axis, legacy, log)))
         });
     }
@@ -139,11 +143,21 @@ mod tests {
     #[test]
     fn last_axis_rows_sum_to_one() {
         let x = Tensor::from_f32(vec![2, 3], vec![1., 2., 3., 1000., 1000., 1000.]).unwrap();
-        let y = Softmax::new(-1, false, false).eval(&[&x]).unwrap().remove(0);
+        let y = Softmax::new(-1, false, false)
+            .eval(&[&x])
+            .unwrap()
+            .remove(0);
         // softmax([1,2,3]) = [0.09003057, 0.24472847, 0.66524096]
         close(
             y.as_f32().unwrap(),
-            &[0.090_030_57, 0.244_728_47, 0.665_240_96, 1. / 3., 1. / 3., 1. / 3.],
+            &[
+                0.090_030_57,
+                0.244_728_47,
+                0.665_240_96,
+                1. / 3.,
+                1. / 3.,
+                1. / 3.,
+            ],
         );
     }
 
@@ -161,7 +175,10 @@ mod tests {
         let y = Softmax::new(1, true, false).eval(&[&x3]).unwrap().remove(0);
         close(y.as_f32().unwrap(), &[1. / 6., 1. / 6., 1. / 6., 0.5]);
         // Opset 13 axis 1 on [1, 2, 2] normalises pairs down axis 1.
-        let y = Softmax::new(1, false, false).eval(&[&x3]).unwrap().remove(0);
+        let y = Softmax::new(1, false, false)
+            .eval(&[&x3])
+            .unwrap()
+            .remove(0);
         close(y.as_f32().unwrap(), &[0.5, 0.25, 0.5, 0.75]);
     }
 

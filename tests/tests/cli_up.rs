@@ -1,0 +1,150 @@
+//! The README's promise: `cloister up` starts the service, and the printed
+//! `cloister attest` / `cloister infer` commands work against it; Ctrl-C or
+//! SIGTERM stops everything cleanly.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cloister_e2e::{bin_dir, free_port};
+
+#[test]
+fn cloister_up_attest_infer_and_clean_stop() {
+    let bins = bin_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut up = Command::new(bins.join("cloister"))
+        .args(["up", "--data-dir"])
+        .arg(&data)
+        .args(["--listen", &listen])
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start cloister up");
+    let stdout = up.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let started = Instant::now();
+    let mut banner = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(90).saturating_sub(started.elapsed()))
+            .expect("cloister up printed its banner");
+        let done = line.contains("Press Ctrl-C");
+        banner.push(line);
+        if done {
+            break;
+        }
+    }
+    let banner = banner.join("\n");
+    assert!(banner.contains(&format!("https://{listen}")), "{banner}");
+    assert!(banner.contains("SIMULATED"), "{banner}");
+    assert!(banner.contains("measurement"), "{banner}");
+
+    // The printed example command, run as printed.
+    let infer_line = banner
+        .lines()
+        .map(str::trim)
+        .find(|l| l.contains(" infer --profile "))
+        .expect("example infer command");
+    let parts: Vec<&str> = infer_line.split_whitespace().collect();
+    let out = Command::new(parts[0]).args(&parts[1..]).output().unwrap();
+    assert!(out.status.success(), "infer failed: {}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("infer prints JSON");
+    let rows = doc["probabilities"].as_array().expect("probabilities");
+    assert_eq!(rows.len(), 3);
+    let classes: Vec<usize> = rows
+        .iter()
+        .map(|r| {
+            let r: Vec<f64> = r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            (0..10).max_by(|&a, &b| r[a].partial_cmp(&r[b]).unwrap()).unwrap()
+        })
+        .collect();
+    assert_eq!(classes, vec![7, 6, 3], "the first three held-out digits");
+
+    let profile = data.join("client.toml");
+    let out = Command::new(bins.join("cloister"))
+        .args(["attest", "--profile"])
+        .arg(&profile)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "attest failed: {text}");
+    assert!(text.contains("SIMULATED"), "{text}");
+    assert!(text.contains("[PASS] report-signature"), "{text}");
+    assert!(!text.contains("[FAIL]"), "{text}");
+
+    let out = Command::new(bins.join("cloister"))
+        .args(["attest", "--json", "--profile"])
+        .arg(&profile)
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("attest --json");
+    assert_eq!(doc["passed"], true);
+    assert_eq!(doc["simulated"], true);
+
+    // A client with a tampered expected measurement exits non-zero and sends nothing.
+    let mut tampered = cloister::profile::Profile::load(&profile).unwrap();
+    tampered.expected_measurements = vec!["ab".repeat(48)];
+    let bad = tmp.path().join("bad-client.toml");
+    tampered.save(&bad).unwrap();
+    let out = Command::new(bins.join("cloister"))
+        .args(["attest", "--profile"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "attest should fail: {text}");
+    assert!(text.contains("[FAIL] measurement-allowed"), "{text} {}", String::from_utf8_lossy(&out.stderr));
+
+    // SIGTERM stops everything cleanly.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(up.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = up.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "cloister up did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "cloister up exit: {status}");
+    assert!(!data.join("run/enclave.sock").exists(), "socket removed");
+    let summary = cloister_audit::verify_dir(&data.join("audit")).unwrap();
+    assert_eq!(summary.entries, 1);
+
+    // Second start reuses the data directory (no new keys, same policy).
+    let policy_before = std::fs::read(data.join("policy.toml")).unwrap();
+    let key_before = std::fs::read(data.join("secrets/dev-api-key")).unwrap();
+    let cfg = cloister::datadir::DataDir::new(&data).unwrap();
+    let prepared = cloister::datadir::prepare(&cfg, listen.parse().unwrap()).unwrap();
+    assert!(!prepared.first_run);
+    assert_eq!(std::fs::read(data.join("policy.toml")).unwrap(), policy_before);
+    assert_eq!(std::fs::read(data.join("secrets/dev-api-key")).unwrap(), key_before);
+}
+
+#[test]
+fn policy_check_reports_line_and_column() {
+    let bins = bin_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let good = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/examples/dev.toml");
+    let out = Command::new(bins.join("cloister")).args(["policy", "check"]).arg(&good).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&good).unwrap().replace("[[tenants]]", "[[tenantz]]");
+    let bad = tmp.path().join("typo.toml");
+    std::fs::write(&bad, &text).unwrap();
+    let line = text.lines().position(|l| l.contains("[[tenantz]]")).unwrap() + 1;
+    let out = Command::new(bins.join("cloister")).args(["policy", "check"]).arg(&bad).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&format!("typo.toml:{line}:")), "{err}");
+    assert!(err.contains("tenantz"), "{err}");
+}
