@@ -31,8 +31,8 @@ use anyhow::{Context, Result};
 use cloister_protocol::auth::{gateway_token, sha256_hex};
 use rand::RngCore;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 
 /// The bundled demo model (`models/digits/digits.onnx`).

@@ -94,21 +94,25 @@ impl HttpsClient {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Result<HttpResponse> {
-        let host = self.base.host().unwrap_or_default().trim_matches(['[', ']']);
+        let host = self
+            .base
+            .host()
+            .unwrap_or_default()
+            .trim_matches(['[', ']']);
         let port = self.base.port_u16().unwrap_or(443);
         let work = async {
             let tcp = tokio::net::TcpStream::connect((host, port))
                 .await
                 .with_context(|| {
-                    format!("cannot connect to the gateway at {host}:{port}; is `cloister up` running?")
+                    format!(
+                        "cannot connect to the gateway at {host}:{port}; is `cloister up` running?"
+                    )
                 })?;
             let name = ServerName::try_from(host.to_string())
                 .map_err(|_| anyhow!("invalid server name {host}"))?;
-            let tls = self
-                .connector
-                .connect(name, tcp)
-                .await
-                .context("TLS handshake with the gateway failed (is the profile's CA the right one?)")?;
+            let tls = self.connector.connect(name, tcp).await.context(
+                "TLS handshake with the gateway failed (is the profile's CA the right one?)",
+            )?;
             let (mut sender, conn) =
                 hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
             tokio::spawn(async move {

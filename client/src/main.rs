@@ -13,7 +13,11 @@ use cloister_protocol::tensor::parse_inputs;
 use serde_json::json;
 
 #[derive(Parser, Debug)]
-#[command(name = "cloister", version, about = "Confidential inference: attested, sealed, audited.")]
+#[command(
+    name = "cloister",
+    version,
+    about = "Confidential inference: attested, sealed, audited."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -76,8 +80,7 @@ enum PolicyCommand {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_target(false)
         .with_writer(std::io::stderr)
@@ -151,7 +154,10 @@ fn print_attestation(a: &Attestation, json: bool) {
         return;
     }
     if a.bundle.simulated {
-        println!("SIMULATED attestation (provider \"{}\"): no hardware isolation.", a.bundle.provider);
+        println!(
+            "SIMULATED attestation (provider \"{}\"): no hardware isolation.",
+            a.bundle.provider
+        );
     }
     for c in &a.checks {
         println!("{c}");

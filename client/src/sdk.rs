@@ -222,7 +222,10 @@ impl Client {
         let inner = pending.open(&resp.body)?;
         if inner.status != 200 {
             let error = ApiError::from_body(&inner.body).ok_or_else(|| {
-                ClientError::Protocol(format!("sealed error {} without a typed body", inner.status))
+                ClientError::Protocol(format!(
+                    "sealed error {} without a typed body",
+                    inner.status
+                ))
             })?;
             return Err(ClientError::Enclave {
                 status: inner.status,

@@ -90,7 +90,9 @@ pub async fn run(opts: UpOptions) -> Result<()> {
     eprintln!("cloister up: data directory {}", dir.root.display());
     let prepared = datadir::prepare(&dir, opts.listen)?;
     if prepared.first_run {
-        eprintln!("  first run: wrote the default policy, TLS CA and certificate, dev tenant and API key");
+        eprintln!(
+            "  first run: wrote the default policy, TLS CA and certificate, dev tenant and API key"
+        );
     }
     let measurement = cloister_attestation::measure_file(&enclave_bin)
         .with_context(|| format!("measure {}", enclave_bin.display()))?;
@@ -159,9 +161,15 @@ pub async fn run(opts: UpOptions) -> Result<()> {
     let profile_path = dir.client_profile();
     println!();
     println!("Cloister is up ({} ms).", started.elapsed().as_millis());
-    println!("  gateway      {url}  (TLS 1.3, CA {})", dir.ca_cert().display());
+    println!(
+        "  gateway      {url}  (TLS 1.3, CA {})",
+        dir.ca_cert().display()
+    );
     println!("  measurement  {measurement_hex}");
-    println!("  attestation  SIMULATED SEV-SNP (no hardware isolation; root {})", dir.trust_root().display());
+    println!(
+        "  attestation  SIMULATED SEV-SNP (no hardware isolation; root {})",
+        dir.trust_root().display()
+    );
     println!("  policy       {}", dir.policy().display());
     println!("  audit log    {}", dir.audit().display());
     println!("  profile      {}", profile_path.display());

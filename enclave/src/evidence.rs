@@ -38,7 +38,10 @@ impl Enclave {
             Ok(json) => Frame::new(FrameKind::Evidence, json.into_bytes()),
             Err(e) => {
                 tracing::error!(error = %e, "evidence serialisation failed");
-                error_frame(ApiError::new(ErrorCode::Internal, "evidence serialisation failed"))
+                error_frame(ApiError::new(
+                    ErrorCode::Internal,
+                    "evidence serialisation failed",
+                ))
             }
         }
     }

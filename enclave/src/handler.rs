@@ -133,7 +133,10 @@ impl Enclave {
             Ok(bytes) => Frame::new(FrameKind::SealedResponse, bytes),
             Err(e) => {
                 tracing::error!(error = %e, "sealing the response failed");
-                error_frame(ApiError::new(ErrorCode::Internal, "sealing the response failed"))
+                error_frame(ApiError::new(
+                    ErrorCode::Internal,
+                    "sealing the response failed",
+                ))
             }
         }
     }
@@ -224,11 +227,11 @@ impl Enclave {
         })?;
         ctx.tenant = Some(tenant.id.clone());
 
-        let verdict = self
-            .replay
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .check(&opened.fingerprint, request.issued_at_ms, now_ms());
+        let verdict = self.replay.lock().unwrap_or_else(|p| p.into_inner()).check(
+            &opened.fingerprint,
+            request.issued_at_ms,
+            now_ms(),
+        );
         match verdict {
             Verdict::Fresh => {}
             Verdict::Replay => {
@@ -247,10 +250,7 @@ impl Enclave {
                 ))
             }
         }
-        if !self
-            .rate
-            .admit(&tenant.id, tenant.max_requests_per_minute)
-        {
+        if !self.rate.admit(&tenant.id, tenant.max_requests_per_minute) {
             return Err(ApiError::new(
                 ErrorCode::RateLimited,
                 format!(

@@ -68,9 +68,8 @@ impl Enclave {
         for entry in &policy.models {
             let path = entry.resolved_path(&policy.base_dir);
             let started = std::time::Instant::now();
-            let loaded = load_model(&path, &entry.sha256).with_context(|| {
-                format!("model \"{}\" ({})", entry.id, path.display())
-            })?;
+            let loaded = load_model(&path, &entry.sha256)
+                .with_context(|| format!("model \"{}\" ({})", entry.id, path.display()))?;
             tracing::info!(
                 model = %entry.id,
                 inputs = loaded.model.inputs().len(),

@@ -16,8 +16,8 @@ pub type Body = Full<Bytes>;
 
 /// Converts a typed error into the HTTP response the client sees.
 pub fn error_response(err: &ApiError) -> Response<Body> {
-    let status = StatusCode::from_u16(err.code.http_status())
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        StatusCode::from_u16(err.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     Response::builder()
         .status(status)
         .header("content-type", "application/json")

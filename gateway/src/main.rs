@@ -24,8 +24,7 @@ struct Args {
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_target(false)
         .with_writer(std::io::stderr)
@@ -37,7 +36,12 @@ async fn main() -> Result<()> {
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .with_context(|| format!("cannot listen on {}; is another service using it?", config.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {}; is another service using it?",
+                config.listen
+            )
+        })?;
     let local = listener.local_addr()?;
     tracing::info!(listen = %local, enclave = %config.enclave_socket.display(), "gateway listening (TLS 1.3)");
     let gateway = Gateway::new(config)?;

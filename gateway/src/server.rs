@@ -16,7 +16,9 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use cloister_protocol::error::{ApiError, ErrorCode};
 use cloister_protocol::frame::{Frame, FrameKind};
-use cloister_protocol::{MAX_NONCE_LEN, MIN_NONCE_LEN, OHTTP_REQUEST_MEDIA_TYPE, OHTTP_RESPONSE_MEDIA_TYPE};
+use cloister_protocol::{
+    MAX_NONCE_LEN, MIN_NONCE_LEN, OHTTP_REQUEST_MEDIA_TYPE, OHTTP_RESPONSE_MEDIA_TYPE,
+};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -191,9 +193,8 @@ impl Gateway {
                     "missing query parameter nonce=HEX (16 to 64 random bytes)",
                 )
             })?;
-        let nonce = hex::decode(nonce_hex).map_err(|_| {
-            ApiError::new(ErrorCode::BadRequest, "nonce must be hexadecimal")
-        })?;
+        let nonce = hex::decode(nonce_hex)
+            .map_err(|_| ApiError::new(ErrorCode::BadRequest, "nonce must be hexadecimal"))?;
         if !(MIN_NONCE_LEN..=MAX_NONCE_LEN).contains(&nonce.len()) {
             return Err(ApiError::new(
                 ErrorCode::BadRequest,

@@ -88,7 +88,10 @@ fn reachable(meta: &Value, root: &str) -> BTreeSet<String> {
 fn gateway_depends_on_nothing_that_can_open_a_sealed_request() {
     let meta = metadata();
     let deps = reachable(&meta, "cloister-gateway");
-    assert!(deps.contains("rustls"), "walker sanity: gateway must reach rustls");
+    assert!(
+        deps.contains("rustls"),
+        "walker sanity: gateway must reach rustls"
+    );
     let bad: Vec<&str> = FORBIDDEN
         .iter()
         .copied()
@@ -104,5 +107,8 @@ fn gateway_depends_on_nothing_that_can_open_a_sealed_request() {
 fn positive_control_the_enclave_does_reach_ohttp() {
     let meta = metadata();
     let deps = reachable(&meta, "cloister-enclave");
-    assert!(deps.contains("ohttp"), "walker failed to see ohttp under the enclave");
+    assert!(
+        deps.contains("ohttp"),
+        "walker failed to see ohttp under the enclave"
+    );
 }

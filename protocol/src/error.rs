@@ -124,12 +124,17 @@ impl ApiError {
 
     /// Serialises as the JSON error body.
     pub fn to_body(&self) -> Vec<u8> {
-        serde_json::to_vec(&ErrorBody { error: self.clone() }).expect("error body serialises")
+        serde_json::to_vec(&ErrorBody {
+            error: self.clone(),
+        })
+        .expect("error body serialises")
     }
 
     /// Parses a JSON error body.
     pub fn from_body(bytes: &[u8]) -> Option<ApiError> {
-        serde_json::from_slice::<ErrorBody>(bytes).ok().map(|b| b.error)
+        serde_json::from_slice::<ErrorBody>(bytes)
+            .ok()
+            .map(|b| b.error)
     }
 }
 

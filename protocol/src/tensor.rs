@@ -356,7 +356,14 @@ mod tests {
         let t = WireTensor::from_json("x", &json!({"shape": [2, 2], "data": [1, 2, 3, 4]}));
         assert_eq!(t.unwrap().shape, vec![2, 2]);
         let e = WireTensor::from_json("x", &json!({"shape": [2, 2], "data": [1, 2, 3]}));
-        assert!(matches!(e, Err(TensorJsonError::CountMismatch { expected: 4, found: 3, .. })));
+        assert!(matches!(
+            e,
+            Err(TensorJsonError::CountMismatch {
+                expected: 4,
+                found: 3,
+                ..
+            })
+        ));
         let e = WireTensor::from_json("x", &json!({"shape": [2], "data": [1, 2], "oops": 1}));
         assert!(matches!(e, Err(TensorJsonError::BadNesting { .. })));
     }
@@ -383,8 +390,17 @@ mod tests {
 
     #[test]
     fn floats_print_shortest_and_non_finite_as_strings() {
-        assert_eq!(serde_json::to_string(&Scalar::from_f32(0.1)).unwrap(), "0.1");
-        assert_eq!(serde_json::to_string(&Scalar::from_f32(f32::NAN)).unwrap(), "\"NaN\"");
-        assert!(Scalar::from_f32(f32::NEG_INFINITY).as_f64().unwrap().is_infinite());
+        assert_eq!(
+            serde_json::to_string(&Scalar::from_f32(0.1)).unwrap(),
+            "0.1"
+        );
+        assert_eq!(
+            serde_json::to_string(&Scalar::from_f32(f32::NAN)).unwrap(),
+            "\"NaN\""
+        );
+        assert!(Scalar::from_f32(f32::NEG_INFINITY)
+            .as_f64()
+            .unwrap()
+            .is_infinite());
     }
 }

@@ -230,7 +230,10 @@ mod tests {
         let opener = server::Opener::new(generate_key_config(1).unwrap()).unwrap();
         let config = opener.encoded_config().to_vec();
         let (sealed, pending) = client::seal_request(&config, "key-1", b"{\"a\":1}").unwrap();
-        assert!(!sealed.windows(7).any(|w| w == b"{\"a\":1}"), "plaintext leaked");
+        assert!(
+            !sealed.windows(7).any(|w| w == b"{\"a\":1}"),
+            "plaintext leaked"
+        );
         let (opened, sealer) = opener.open(&sealed).unwrap();
         let opened = opened.unwrap();
         assert_eq!(opened.credential.as_deref(), Some("key-1"));

@@ -236,7 +236,12 @@ impl Drop for Service {
     }
 }
 
-async fn tap(listener: UnixListener, enclave: PathBuf, transcript: Transcript, mode: Arc<Mutex<TapMode>>) {
+async fn tap(
+    listener: UnixListener,
+    enclave: PathBuf,
+    transcript: Transcript,
+    mode: Arc<Mutex<TapMode>>,
+) {
     while let Ok((mut from_gateway, _)) = listener.accept().await {
         let enclave = enclave.clone();
         let transcript = transcript.clone();

@@ -54,15 +54,26 @@ fn cloister_up_attest_infer_and_clean_stop() {
         .expect("example infer command");
     let parts: Vec<&str> = infer_line.split_whitespace().collect();
     let out = Command::new(parts[0]).args(&parts[1..]).output().unwrap();
-    assert!(out.status.success(), "infer failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "infer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("infer prints JSON");
     let rows = doc["probabilities"].as_array().expect("probabilities");
     assert_eq!(rows.len(), 3);
     let classes: Vec<usize> = rows
         .iter()
         .map(|r| {
-            let r: Vec<f64> = r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-            (0..10).max_by(|&a, &b| r[a].partial_cmp(&r[b]).unwrap()).unwrap()
+            let r: Vec<f64> = r
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            (0..10)
+                .max_by(|&a, &b| r[a].partial_cmp(&r[b]).unwrap())
+                .unwrap()
         })
         .collect();
     assert_eq!(classes, vec![7, 6, 3], "the first three held-out digits");
@@ -100,7 +111,11 @@ fn cloister_up_attest_infer_and_clean_stop() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "attest should fail: {text}");
-    assert!(text.contains("[FAIL] measurement-allowed"), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("[FAIL] measurement-allowed"),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // SIGTERM stops everything cleanly.
     nix::sys::signal::kill(
@@ -127,22 +142,47 @@ fn cloister_up_attest_infer_and_clean_stop() {
     let cfg = cloister::datadir::DataDir::new(&data).unwrap();
     let prepared = cloister::datadir::prepare(&cfg, listen.parse().unwrap()).unwrap();
     assert!(!prepared.first_run);
-    assert_eq!(std::fs::read(data.join("policy.toml")).unwrap(), policy_before);
-    assert_eq!(std::fs::read(data.join("secrets/dev-api-key")).unwrap(), key_before);
+    assert_eq!(
+        std::fs::read(data.join("policy.toml")).unwrap(),
+        policy_before
+    );
+    assert_eq!(
+        std::fs::read(data.join("secrets/dev-api-key")).unwrap(),
+        key_before
+    );
 }
 
 #[test]
 fn policy_check_reports_line_and_column() {
     let bins = bin_dir();
     let tmp = tempfile::tempdir().unwrap();
-    let good = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/examples/dev.toml");
-    let out = Command::new(bins.join("cloister")).args(["policy", "check"]).arg(&good).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = std::fs::read_to_string(&good).unwrap().replace("[[tenants]]", "[[tenantz]]");
+    let good =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/examples/dev.toml");
+    let out = Command::new(bins.join("cloister"))
+        .args(["policy", "check"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&good)
+        .unwrap()
+        .replace("[[tenants]]", "[[tenantz]]");
     let bad = tmp.path().join("typo.toml");
     std::fs::write(&bad, &text).unwrap();
-    let line = text.lines().position(|l| l.contains("[[tenantz]]")).unwrap() + 1;
-    let out = Command::new(bins.join("cloister")).args(["policy", "check"]).arg(&bad).output().unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.contains("[[tenantz]]"))
+        .unwrap()
+        + 1;
+    let out = Command::new(bins.join("cloister"))
+        .args(["policy", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains(&format!("typo.toml:{line}:")), "{err}");

@@ -84,7 +84,11 @@ fn attested_sealed_inference_classifies_heldout_digits_and_the_gateway_sees_no_p
         svc.profile.api_key.as_bytes(),
         result.response.audit.hash.as_bytes(),
     ] {
-        assert!(!contains(needle), "gateway saw plaintext {:?}", String::from_utf8_lossy(needle));
+        assert!(
+            !contains(needle),
+            "gateway saw plaintext {:?}",
+            String::from_utf8_lossy(needle)
+        );
     }
     // The gateway's own configuration holds no API key either.
     let gw_config = std::fs::read_to_string(svc.dir.gateway_config()).unwrap();
@@ -100,8 +104,15 @@ fn assert_refused_before_sending(svc: &Service, client: &Client, check: &str) {
     let rows = heldout()["input"].as_array().unwrap()[..1].to_vec();
     match svc.block_on(client.infer("digits", digits_inputs(&Value::Array(rows)))) {
         Err(ClientError::EvidenceRejected(checks)) => {
-            let failed: Vec<&str> = checks.iter().filter(|c| !c.passed).map(|c| c.name).collect();
-            assert!(failed.contains(&check), "expected {check} to fail, failed: {failed:?}");
+            let failed: Vec<&str> = checks
+                .iter()
+                .filter(|c| !c.passed)
+                .map(|c| c.name)
+                .collect();
+            assert!(
+                failed.contains(&check),
+                "expected {check} to fail, failed: {failed:?}"
+            );
         }
         Err(other) => panic!("expected EvidenceRejected, got {other}"),
         Ok(_) => panic!("tampered evidence was accepted"),
@@ -119,14 +130,21 @@ fn the_client_refuses_tampered_evidence_before_sending_anything() {
     let client = Client::new(svc.profile.clone()).unwrap();
 
     // A flipped byte in the measurement, in REPORT_DATA, and in the signature.
-    for (offset, check) in [(0x90, "report-signature"), (0x50, "report-signature"), (0x2A0 + 5, "report-signature")] {
+    for (offset, check) in [
+        (0x90, "report-signature"),
+        (0x50, "report-signature"),
+        (0x2A0 + 5, "report-signature"),
+    ] {
         svc.set_mode(TapMode::FlipReportByte(offset));
         assert_refused_before_sending(&svc, &client, check);
     }
 
     // Evidence replayed from an earlier attestation: wrong nonce.
     svc.set_mode(TapMode::Pass);
-    let old = svc.frames(FrameKind::Evidence).pop().expect("evidence seen");
+    let old = svc
+        .frames(FrameKind::Evidence)
+        .pop()
+        .expect("evidence seen");
     svc.set_mode(TapMode::ReplayEvidence(old));
     assert_refused_before_sending(&svc, &client, "nonce");
 
@@ -151,12 +169,20 @@ fn the_client_refuses_tampered_evidence_before_sending_anything() {
 
 /// Sends raw bytes to /v1/infer with a given outer token.
 fn post_raw(svc: &Service, token: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
-    let https = HttpsClient::new(&svc.profile.gateway_url, &svc.profile.ca_cert, Duration::from_secs(30)).unwrap();
+    let https = HttpsClient::new(
+        &svc.profile.gateway_url,
+        &svc.profile.ca_cert,
+        Duration::from_secs(30),
+    )
+    .unwrap();
     let bearer = format!("Bearer {token}");
     let resp = svc
         .block_on(https.post(
             "/v1/infer",
-            &[("content-type", OHTTP_REQUEST_MEDIA_TYPE), ("authorization", &bearer)],
+            &[
+                ("content-type", OHTTP_REQUEST_MEDIA_TYPE),
+                ("authorization", &bearer),
+            ],
             body,
         ))
         .unwrap();
@@ -204,8 +230,12 @@ fn bad_input_gets_typed_errors_the_service_keeps_serving_and_every_decision_is_a
     let mut expected_records = 0;
 
     // Sealed to the right key, with a wrong credential inside: the enclave refuses.
-    let (sealed, pending) =
-        cloister_seal::client::seal_request(&config, "ck_not_a_tenant", &inner_request("digits", one_row.clone())).unwrap();
+    let (sealed, pending) = cloister_seal::client::seal_request(
+        &config,
+        "ck_not_a_tenant",
+        &inner_request("digits", one_row.clone()),
+    )
+    .unwrap();
     let (status, body) = post_raw(&svc, &token, sealed);
     assert_eq!(status, 200, "the gateway forwards; the refusal is sealed");
     let inner = pending.open(&body).unwrap();
@@ -222,11 +252,22 @@ fn bad_input_gets_typed_errors_the_service_keeps_serving_and_every_decision_is_a
 
     // Garbage and truncated sealed bodies: typed, unsealed errors.
     let (status, body) = post_raw(&svc, &token, b"this is not OHTTP".to_vec());
-    assert_eq!((status, api_error(&body).code), (400, ErrorCode::SealInvalid));
+    assert_eq!(
+        (status, api_error(&body).code),
+        (400, ErrorCode::SealInvalid)
+    );
     expected_records += 1;
-    let (sealed, pending) = cloister_seal::client::seal_request(&config, &svc.profile.api_key, &inner_request("digits", one_row.clone())).unwrap();
+    let (sealed, pending) = cloister_seal::client::seal_request(
+        &config,
+        &svc.profile.api_key,
+        &inner_request("digits", one_row.clone()),
+    )
+    .unwrap();
     let (status, body) = post_raw(&svc, &token, sealed[..sealed.len() - 7].to_vec());
-    assert_eq!((status, api_error(&body).code), (400, ErrorCode::SealInvalid));
+    assert_eq!(
+        (status, api_error(&body).code),
+        (400, ErrorCode::SealInvalid)
+    );
     expected_records += 1;
 
     // A valid request, then its replay: the replay is refused (sealed, so the
@@ -244,17 +285,33 @@ fn bad_input_gets_typed_errors_the_service_keeps_serving_and_every_decision_is_a
 
     // Unknown model, wrong shape, wrong dtype, malformed JSON inside the seal.
     let cases: Vec<(Vec<u8>, u16, ErrorCode)> = vec![
-        (inner_request("nope", one_row.clone()), 404, ErrorCode::UnknownModel),
-        (inner_request("digits", json!([[1, 2, 3]])), 400, ErrorCode::InvalidInput),
-        (inner_request("digits", json!([vec![true; 64]])), 400, ErrorCode::InvalidInput),
+        (
+            inner_request("nope", one_row.clone()),
+            404,
+            ErrorCode::UnknownModel,
+        ),
+        (
+            inner_request("digits", json!([[1, 2, 3]])),
+            400,
+            ErrorCode::InvalidInput,
+        ),
+        (
+            inner_request("digits", json!([vec![true; 64]])),
+            400,
+            ErrorCode::InvalidInput,
+        ),
         (b"{\"model\": ".to_vec(), 400, ErrorCode::MalformedRequest),
     ];
     for (body, want_status, want_code) in cases {
-        let (sealed, pending) = cloister_seal::client::seal_request(&config, &svc.profile.api_key, &body).unwrap();
+        let (sealed, pending) =
+            cloister_seal::client::seal_request(&config, &svc.profile.api_key, &body).unwrap();
         let (status, answer) = post_raw(&svc, &token, sealed);
         assert_eq!(status, 200);
         let inner = pending.open(&answer).unwrap();
-        assert_eq!((inner.status, api_error(&inner.body).code), (want_status, want_code));
+        assert_eq!(
+            (inner.status, api_error(&inner.body).code),
+            (want_status, want_code)
+        );
         expected_records += 1;
     }
 
@@ -263,9 +320,17 @@ fn bad_input_gets_typed_errors_the_service_keeps_serving_and_every_decision_is_a
     assert_eq!((status, api_error(&body).code), (413, ErrorCode::TooLarge));
 
     // Bad nonce and unknown routes.
-    let https = HttpsClient::new(&svc.profile.gateway_url, &svc.profile.ca_cert, Duration::from_secs(30)).unwrap();
+    let https = HttpsClient::new(
+        &svc.profile.gateway_url,
+        &svc.profile.ca_cert,
+        Duration::from_secs(30),
+    )
+    .unwrap();
     let r = svc.block_on(https.get("/v1/attestation?nonce=zz")).unwrap();
-    assert_eq!((r.status, api_error(&r.body).code), (400, ErrorCode::BadRequest));
+    assert_eq!(
+        (r.status, api_error(&r.body).code),
+        (400, ErrorCode::BadRequest)
+    );
     let r = svc.block_on(https.get("/v1/attestation?nonce=00")).unwrap();
     assert_eq!(r.status, 400);
     let r = svc.block_on(https.get("/nope")).unwrap();
@@ -275,11 +340,15 @@ fn bad_input_gets_typed_errors_the_service_keeps_serving_and_every_decision_is_a
 
     // Still serving, and every decision made by the enclave is in the verified log.
     let rows = Value::Array(heldout()["input"].as_array().unwrap()[..3].to_vec());
-    svc.block_on(client.infer("digits", digits_inputs(&rows))).expect("still serving");
+    svc.block_on(client.infer("digits", digits_inputs(&rows)))
+        .expect("still serving");
     expected_records += 1;
     assert!(svc.alive());
     let summary = cloister_audit::verify_dir(&svc.audit_dir()).expect("audit verifies");
     assert_eq!(summary.entries, expected_records, "{summary:?}");
     let (g, e) = svc.stop();
-    assert!(g.success() && e.success(), "clean stop: gateway {g}, enclave {e}");
+    assert!(
+        g.success() && e.success(),
+        "clean stop: gateway {g}, enclave {e}"
+    );
 }
