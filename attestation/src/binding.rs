@@ -26,6 +26,9 @@ pub struct Binding {
     pub model_digests: BTreeMap<String, [u8; 32]>,
     /// The enclave's build version string.
     pub build_version: String,
+    /// The sandbox in force, as the enclave describes it (e.g. `enforce: landlock abi 6, seccomp`);
+    /// `none` when no sandbox is applied.
+    pub sandbox_status: String,
     /// The client's freshness nonce.
     pub nonce: Vec<u8>,
 }
@@ -41,7 +44,8 @@ pub struct Binding {
 /// 5. `u32be(number of models)`, then for each model in ascending byte order of its id
 ///    (`BTreeMap` order): `item(id as UTF-8)`, `item(sha256)` (32 bytes);
 /// 6. `item(build_version as UTF-8)`;
-/// 7. `item(nonce)`;
+/// 7. `item(sandbox_status as UTF-8)`;
+/// 8. `item(nonce)`;
 ///
 /// where `item(x) = u32be(len(x)) || x` and `u32be` is a 4-byte big-endian unsigned integer.
 /// The 64-byte SHA-512 output fills `REPORT_DATA` exactly.
@@ -57,6 +61,7 @@ pub fn report_data(b: &Binding) -> [u8; 64] {
         item(&mut h, digest);
     }
     item(&mut h, b.build_version.as_bytes());
+    item(&mut h, b.sandbox_status.as_bytes());
     item(&mut h, &b.nonce);
     h.finalize().into()
 }
@@ -87,6 +92,7 @@ mod tests {
             policy_sha256: [4; 32],
             model_digests: m,
             build_version: "0.1.0".into(),
+            sandbox_status: "enforce".into(),
             nonce: b"nonce".to_vec(),
         }
     }
@@ -108,6 +114,7 @@ mod tests {
         it(&mut p, b"b-model");
         it(&mut p, &[2; 32]);
         it(&mut p, b"0.1.0");
+        it(&mut p, b"enforce");
         it(&mut p, b"nonce");
         let want: [u8; 64] = Sha512::digest(&p).into();
         assert_eq!(report_data(&sample()), want);
@@ -133,6 +140,9 @@ mod tests {
         assert_ne!(report_data(&b), base);
         let mut b = sample();
         b.build_version.push('x');
+        assert_ne!(report_data(&b), base);
+        let mut b = sample();
+        b.sandbox_status = "none".into();
         assert_ne!(report_data(&b), base);
         let mut b = sample();
         b.nonce.clear();

@@ -52,6 +52,8 @@ pub struct EvidenceBundle {
     pub model_digests: BTreeMap<String, [u8; 32]>,
     /// See [`Binding::build_version`].
     pub build_version: String,
+    /// See [`Binding::sandbox_status`].
+    pub sandbox_status: String,
     /// See [`Binding::nonce`].
     #[serde(with = "hex_vec")]
     pub nonce: Vec<u8>,
@@ -73,6 +75,7 @@ impl EvidenceBundle {
             policy_sha256: binding.policy_sha256,
             model_digests: binding.model_digests,
             build_version: binding.build_version,
+            sandbox_status: binding.sandbox_status,
             nonce: binding.nonce,
         }
     }
@@ -85,6 +88,7 @@ impl EvidenceBundle {
             policy_sha256: self.policy_sha256,
             model_digests: self.model_digests.clone(),
             build_version: self.build_version.clone(),
+            sandbox_status: self.sandbox_status.clone(),
             nonce: self.nonce.clone(),
         }
     }
@@ -177,6 +181,7 @@ mod tests {
             policy_sha256: [10; 32],
             model_digests: m,
             build_version: "v".into(),
+            sandbox_status: "none".into(),
             nonce: vec![0xFF],
         }
     }

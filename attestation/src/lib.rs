@@ -21,8 +21,10 @@ pub mod binding;
 pub mod cert;
 pub mod error;
 pub mod evidence;
+pub mod offline;
 pub mod provider;
 pub mod report;
+pub mod roots;
 pub mod sim;
 pub mod verify;
 
@@ -31,5 +33,6 @@ pub use error::{Error, Result, VerifyError};
 pub use evidence::EvidenceBundle;
 pub use provider::{AttestationProvider, RawEvidence};
 pub use report::{AttestationReport, Tcb};
+pub use roots::Product;
 pub use sim::{measure_file, SimProvider, SimRoot};
 pub use verify::{verify, Check, Verification, VerifiedEvidence, VerifierPolicy};

@@ -45,6 +45,8 @@ pub mod checks {
     pub const MEASUREMENT_ALLOWED: &str = "measurement-allowed";
     /// REPORT_DATA equals the binding recomputed from the bundle.
     pub const REPORT_DATA_BINDING: &str = "report-data-binding";
+    /// The sandbox status bound in the evidence meets the policy (`enforce` when required).
+    pub const SANDBOX: &str = "sandbox";
     /// The bundle's nonce is the one the verifier asked for.
     pub const NONCE: &str = "nonce";
 }
@@ -60,6 +62,8 @@ pub struct VerifierPolicy {
     pub allow_simulated: bool,
     /// Minimum REPORTED_TCB, component-wise; `None` accepts any.
     pub min_tcb: Option<Tcb>,
+    /// Refuse enclaves whose bound sandbox status is not `enforce…`.
+    pub require_sandbox: bool,
 }
 
 /// One verification step and its outcome.
@@ -91,6 +95,7 @@ pub struct VerifiedEvidence {
     measurement: [u8; 48],
     simulated: bool,
     build_version: String,
+    sandbox_status: String,
     reported_tcb: Tcb,
     chip_id: [u8; 64],
 }
@@ -123,6 +128,10 @@ impl VerifiedEvidence {
     /// The attested build version.
     pub fn build_version(&self) -> &str {
         &self.build_version
+    }
+    /// The sandbox status the enclave bound into its evidence.
+    pub fn sandbox_status(&self) -> &str {
+        &self.sandbox_status
     }
     /// The reported TCB.
     pub fn reported_tcb(&self) -> Tcb {
@@ -367,6 +376,7 @@ pub fn verify(
             checks::DEBUG_AND_MIGRATION_OFF,
             checks::MEASUREMENT_ALLOWED,
             checks::REPORT_DATA_BINDING,
+            checks::SANDBOX,
         ] {
             rec.not_run(name, "report did not parse");
         }
@@ -434,7 +444,18 @@ pub fn verify(
         },
     );
 
-    // 13. Nonce.
+    // 13. Sandbox status (trustworthy because it is part of the binding above).
+    let status = &bundle.sandbox_status;
+    rec.record(
+        checks::SANDBOX,
+        if policy.require_sandbox && !status.starts_with("enforce") {
+            Err(format!("sandbox status {status:?} is not enforce, which this client requires"))
+        } else {
+            Ok(format!("{status} (bound in REPORT_DATA)"))
+        },
+    );
+
+    // 14. Nonce.
     nonce_check(&mut rec, bundle, expected_nonce);
 
     finish(rec, Some(r), bundle, simulated)
@@ -467,6 +488,7 @@ fn finish(
             measurement: r.measurement,
             simulated,
             build_version: bundle.build_version.clone(),
+            sandbox_status: bundle.sandbox_status.clone(),
             reported_tcb: r.tcb(r.reported_tcb),
             chip_id: r.chip_id,
         }),

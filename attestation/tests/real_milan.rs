@@ -184,6 +184,7 @@ fn full_verifier_on_real_evidence() {
             microcode: 115,
             fmc: None,
         }),
+        require_sandbox: false,
     };
     let v = verify(&bundle, &nonce, &policy);
     // Everything but the Cloister binding holds: this report was not made by Cloister.

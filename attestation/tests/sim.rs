@@ -31,6 +31,7 @@ fn binding(nonce: &[u8]) -> Binding {
         policy_sha256: [0x44; 32],
         model_digests: models,
         build_version: "cloister 0.1.0 (test)".into(),
+        sandbox_status: "enforce: test".into(),
         nonce: nonce.to_vec(),
     }
 }
@@ -50,6 +51,7 @@ fn fixture() -> Fixture {
         allowed_measurements: vec![[0u8; 48], MEASUREMENT],
         allow_simulated: true,
         min_tcb: None,
+        require_sandbox: false,
     };
     Fixture {
         _dir: dir,
@@ -97,6 +99,7 @@ fn round_trip_passes_every_check() {
             checks::DEBUG_AND_MIGRATION_OFF,
             checks::MEASUREMENT_ALLOWED,
             checks::REPORT_DATA_BINDING,
+            checks::SANDBOX,
             checks::NONCE,
         ]
     );
@@ -185,6 +188,7 @@ fn load_reads_back_the_generated_root() {
         allowed_measurements: vec![MEASUREMENT],
         allow_simulated: true,
         min_tcb: None,
+        require_sandbox: false,
     };
     assert!(verify(&bundle, NONCE, &policy).passed());
 }
@@ -442,4 +446,23 @@ fn report_signature_helper_rejects_nonzero_padding() {
         report::verify_report_signature(&r, &vcek),
         Err(Error::MalformedReportSignature(_))
     ));
+}
+
+#[test]
+fn a_client_that_requires_the_sandbox_refuses_evidence_without_it() {
+    let f = fixture();
+    let mut policy = f.policy.clone();
+    policy.require_sandbox = true;
+    // The fixture binds "enforce: test": accepted.
+    assert!(verify(&f.bundle, NONCE, &policy).passed());
+    // An enclave that binds "none" is refused by the sandbox check alone.
+    let provider = SimProvider::new(f.root.clone(), MEASUREMENT);
+    let mut b = binding(NONCE);
+    b.sandbox_status = "none".into();
+    let bundle = bundle_for(&provider, b);
+    assert_fails_only(&verify(&bundle, NONCE, &policy), &[checks::SANDBOX]);
+    // Claiming "enforce" without re-signing breaks the binding instead.
+    let mut lying = bundle.clone();
+    lying.sandbox_status = "enforce".into();
+    assert_fails_only(&verify(&lying, NONCE, &policy), &[checks::REPORT_DATA_BINDING]);
 }
