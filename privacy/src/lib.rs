@@ -5,11 +5,15 @@
 //! budget in integers: [`Rho`] is a zero-concentrated-DP (zCDP) cost stored as a whole number of
 //! nano-rho. Conversions to the (ε, δ) language that people read live in [`zcdp`].
 //!
-//! This is the first cut: units and the zCDP → (ε, δ)-DP conversion only. Mechanisms, the
-//! accountant and the ledger arrive with the DP issue (which will bring in opendp).
+//! - [`rho`]: the integer unit;
+//! - [`zcdp`]: ρ → (ε, δ) for people;
+//! - [`mechanism`]: release mechanisms from OpenDP with their privacy maps;
+//! - [`ledger`]: the durable, all-or-nothing budget ledger.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod ledger;
+pub mod mechanism;
 pub mod rho;
 pub mod zcdp;
 
@@ -47,4 +51,7 @@ pub enum PrivacyError {
     /// δ must lie strictly between 0 and 1 (δ = 0 has no finite ε under zCDP).
     #[error("delta = {0} must satisfy 0 < delta (and delta <= 1)")]
     DeltaOutOfRange(f64),
+    /// An OpenDP measurement could not be built or run.
+    #[error("mechanism: {0}")]
+    Mechanism(String),
 }
