@@ -449,7 +449,9 @@ pub fn verify(
     rec.record(
         checks::SANDBOX,
         if policy.require_sandbox && !status.starts_with("enforce") {
-            Err(format!("sandbox status {status:?} is not enforce, which this client requires"))
+            Err(format!(
+                "sandbox status {status:?} is not enforce, which this client requires"
+            ))
         } else {
             Ok(format!("{status} (bound in REPORT_DATA)"))
         },

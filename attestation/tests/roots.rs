@@ -92,7 +92,9 @@ fn a_flipped_vcek_byte_fails_at_a_seeded_sample_of_200_positions() {
     let len = base.vcek_der.len();
     let mut state: u64 = 0x5EED_C0DE;
     for _ in 0..200 {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let offset = (state >> 33) as usize % len;
         let mut input = base.clone();
         input.vcek_der[offset] ^= 0x01;
@@ -109,6 +111,10 @@ fn the_wrong_product_root_is_refused() {
     let mut policy = milan_policy();
     policy.trust_root_der = Product::Genoa.ark_der();
     let checks = verify_report(&milan_input(), &policy);
-    let failed: Vec<&str> = checks.iter().filter(|c| !c.passed).map(|c| c.name).collect();
+    let failed: Vec<&str> = checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| c.name)
+        .collect();
     assert!(failed.contains(&"ark-pinned-and-self-signed"), "{failed:?}");
 }

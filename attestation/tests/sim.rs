@@ -464,5 +464,8 @@ fn a_client_that_requires_the_sandbox_refuses_evidence_without_it() {
     // Claiming "enforce" without re-signing breaks the binding instead.
     let mut lying = bundle.clone();
     lying.sandbox_status = "enforce".into();
-    assert_fails_only(&verify(&lying, NONCE, &policy), &[checks::REPORT_DATA_BINDING]);
+    assert_fails_only(
+        &verify(&lying, NONCE, &policy),
+        &[checks::REPORT_DATA_BINDING],
+    );
 }

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::record::{encode_line, StoredEntry, GENESIS_PREV};
+use crate::record::{parse_entry_line, ParsedEntry, GENESIS_PREV};
 
 /// Why a line does not continue the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,36 +92,20 @@ impl ChainState {
     }
 
     /// Checks one line (without its trailing newline) and, if it continues the chain,
-    /// advances. On error the state is unchanged.
-    pub fn check_line(&mut self, line: &[u8]) -> Result<(), BreakReason> {
-        let stored: StoredEntry =
-            serde_json::from_slice(line).map_err(|e| BreakReason::Unparsable(e.to_string()))?;
-        let (index, record, prev, hash) = stored.into_record();
-        if index != self.next_index {
-            return Err(BreakReason::IndexMismatch { found: index });
+    /// advances and returns the parsed entry. On error the state is unchanged.
+    pub fn check_line(&mut self, line: &[u8]) -> Result<ParsedEntry, BreakReason> {
+        let entry = parse_entry_line(line)?;
+        if entry.index != self.next_index {
+            return Err(BreakReason::IndexMismatch { found: entry.index });
         }
-        let expected_prev = hex::encode(self.last_hash);
-        if prev != expected_prev {
+        if entry.prev != self.last_hash {
             return Err(BreakReason::PrevMismatch {
-                expected: expected_prev,
-                found: prev,
+                expected: hex::encode(self.last_hash),
+                found: hex::encode(entry.prev),
             });
-        }
-        let (canonical_line, computed) = encode_line(&record, index, &self.last_hash)
-            .map_err(|e| BreakReason::Unparsable(e.to_string()))?;
-        let computed_hex = hex::encode(computed);
-        if hash != computed_hex {
-            return Err(BreakReason::HashMismatch {
-                computed: computed_hex,
-                stored: hash,
-            });
-        }
-        // `canonical_line` ends with '\n'; `line` does not.
-        if canonical_line.strip_suffix(b"\n") != Some(line) {
-            return Err(BreakReason::NotCanonical);
         }
         self.next_index = self.next_index.saturating_add(1);
-        self.last_hash = computed;
-        Ok(())
+        self.last_hash = entry.hash;
+        Ok(entry)
     }
 }

@@ -8,22 +8,39 @@
 //! touching the record type:
 //! - [`record`]: what one entry says ([`AuditRecord`]), its canonical encoding and hash;
 //! - [`chain`]: pure, IO-free verification of a sequence of encoded lines;
-//! - [`log`]: the files on disk — the writer [`AuditLog`] and the read-only [`verify_dir`].
+//! - [`merkle`]: RFC 6962/9162 Merkle tree hashing, inclusion and consistency proofs;
+//! - [`checkpoint`]: signed tree heads (size + root + time + log id, Ed25519);
+//! - [`proof`]: self-contained inclusion proof documents against a signed checkpoint;
+//! - [`group`]: group commit for concurrent writers ([`SharedLog`]);
+//! - [`log`]: the files on disk — the writer [`AuditLog`] (which also writes checkpoints when
+//!   given the enclave's key) and the read-only [`verify_dir_with`] and [`read_log`].
 //!
 //! What the chain proves: any edit, deletion, insertion or reordering of entries *before the
-//! last one* is detected. Truncating the tail, or rewriting the last entry and its hash, is not
-//! detectable from the log alone; signed checkpoints (a later issue) close that gap.
+//! last one* is detected. What the checkpoints add: truncating the tail, or rewriting the last
+//! entries with fresh hashes, contradicts a signed root; and a single entry can be proved to
+//! be in the log with a logarithmic inclusion proof. The format is documented in
+//! `docs/audit.md`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod chain;
+pub mod checkpoint;
+pub mod group;
 pub mod log;
+pub mod merkle;
+pub mod proof;
 pub mod record;
 
 use std::path::PathBuf;
 
 pub use chain::{BreakReason, ChainState};
-pub use log::{verify_dir, AuditLog, Recovery, TornTail, VerifySummary};
+pub use checkpoint::{Checkpoint, CheckpointFault};
+pub use group::SharedLog;
+pub use log::{
+    read_log, verify_dir, verify_dir_with, AuditLog, CheckpointPolicy, LogContents, LogEntry,
+    Position, Recovery, TornTail, VerifyOptions, VerifyReport, VerifySummary,
+};
+pub use proof::{InclusionProof, ProofError};
 pub use record::{keyed_digest, AuditRecord, Outcome, GENESIS_PREV};
 
 /// Everything that can go wrong reading or writing the audit log.
@@ -42,16 +59,50 @@ pub enum AuditError {
     },
     /// The log's contents are inconsistent: an entry was edited, removed, inserted or moved.
     /// The log refuses to open; nothing is appended to a broken chain.
-    #[error("audit log chain broken at {}:{line} (entry index {index}): {reason}", file.display())]
+    #[error(
+        "audit log chain broken at {}:{line} (byte offset {offset}, entry index {index}): {reason}",
+        file.display()
+    )]
     ChainBroken {
         /// The segment file.
         file: PathBuf,
         /// 1-based line within that file.
         line: u64,
+        /// Byte offset of that line within the file.
+        offset: u64,
         /// The index the entry at that position should have.
         index: u64,
         /// What is wrong.
         reason: BreakReason,
+    },
+    /// A signed checkpoint is unacceptable: bad signature or key, or it contradicts the log.
+    #[error("audit checkpoint {}:{line} (tree size {tree_size}): {fault}{}", file.display(),
+        from.as_ref().map(|p| format!("; the first entry it covers that no earlier valid \
+            checkpoint covers is {p}")).unwrap_or_default())]
+    CheckpointInvalid {
+        /// The checkpoint file.
+        file: PathBuf,
+        /// 1-based line within that file.
+        line: u64,
+        /// The tree size the checkpoint claims.
+        tree_size: u64,
+        /// What is wrong.
+        fault: CheckpointFault,
+        /// For a root mismatch, where the entries start that only this checkpoint covers; for a
+        /// truncated log, where the log now ends.
+        from: Option<Box<Position>>,
+    },
+    /// Entries at the end of the log are covered by no signed checkpoint, so nothing proves
+    /// the enclave wrote them (expected only while the enclave runs, or after a crash).
+    #[error(
+        "{count} entries from {from} onward are not covered by any signed checkpoint: \
+        they may have been appended by someone other than the enclave"
+    )]
+    Unsigned {
+        /// The first uncovered entry.
+        from: Position,
+        /// How many entries are uncovered.
+        count: u64,
     },
     /// Segment files are not numbered 1, 2, 3, … without gaps (a whole file is missing).
     #[error("audit log {}: segment audit-{expected:06}.log is missing", dir.display())]
@@ -65,6 +116,9 @@ pub enum AuditError {
     /// repairs a torn tail) before appending again.
     #[error("audit log writer is unusable after a failed append; reopen the log")]
     Poisoned,
+    /// Another thread's group commit, which included this record, failed.
+    #[error("audit log group commit failed: {0}")]
+    GroupCommit(String),
     /// The entry could not be encoded (not expected to happen for well-formed records).
     #[error("audit record could not be encoded: {0}")]
     Encode(String),

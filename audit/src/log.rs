@@ -1,37 +1,90 @@
 //! The audit log on disk: a directory of segment files `audit-000001.log`, `audit-000002.log`,
-//! … holding one entry per line (format in [`crate::record`]), chained across segments.
+//! … holding one entry per line (format in [`crate::record`]), chained across segments, plus
+//! `checkpoints.log` (signed tree heads, format in [`crate::checkpoint`]) and the public key
+//! file(s) `enclave-key-<first 16 hex>.pub` of the enclave(s) that signed them.
 //!
-//! [`AuditLog`] is the single writer. Opening verifies the whole chain and refuses a log that
-//! has been tampered with ([`AuditError::ChainBroken`]). A *torn tail* — bytes after the last
-//! newline, or an unparsable final line, which is what a crash during an append leaves — is not
-//! tampering: that append never returned, so no response depended on it. `open` truncates it and
-//! says so through [`AuditLog::recovery`], so the caller can log it. [`AuditLog::append`]
-//! returns only after `fsync` (`sync_data`), so a released response always has its entry on disk.
+//! [`AuditLog`] is the single writer. Opening verifies the whole chain and every checkpoint
+//! (signature under the key it names, root against the entries) and refuses a log that has
+//! been tampered with ([`AuditError::ChainBroken`], [`AuditError::CheckpointInvalid`]). A *torn
+//! tail* — bytes after the last newline, or an unparsable final line, which is what a crash
+//! during an append leaves — is not tampering: that append never returned, so no response
+//! depended on it, and no checkpoint covers it. `open` truncates it and says so through
+//! [`AuditLog::recovery`]. [`AuditLog::append`] returns only after `fsync` (`sync_data`), so a
+//! released response always has its entry on disk; [`AuditLog::append_batch`] is the group
+//! commit (one write and one `fsync` for many entries).
 //!
-//! [`verify_dir`] is the read-only counterpart for auditors; it reports a torn tail without
-//! repairing it.
+//! Given the enclave's signing key ([`AuditLog::open_with_signer`]) the writer also appends a
+//! signed checkpoint at open (when the log grew since the last one, or has none), every
+//! [`CheckpointPolicy::every_records`] entries, on the first append after
+//! [`CheckpointPolicy::every`] has passed, and whenever [`AuditLog::checkpoint`] is called
+//! (the enclave does at shutdown).
 //!
-//! Not yet here: segment rotation (the writer always appends to the highest segment), an
-//! exclusive lock against a second writer, signed checkpoints.
+//! [`verify_dir_with`] and [`read_log`] are the read-only counterparts for auditors; they report
+//! torn tails without repairing them.
+//!
+//! Not yet here: segment rotation (the writer always appends to the highest segment) and
+//! retention, an exclusive lock against a second writer.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::SigningKey;
 
 use crate::chain::{BreakReason, ChainState};
-use crate::record::{encode_line, AuditRecord};
+use crate::checkpoint::{Checkpoint, CheckpointFault, CHECKPOINT_FILE};
+use crate::merkle::{Frontier, Hash};
+use crate::record::{encode_entry, AuditRecord, ParsedEntry};
 use crate::AuditError;
 
-/// Bytes at the end of the last segment that are not a complete entry.
+/// Where an entry (or the end of the log) is: segment file, byte offset, entry index.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TornTail {
+pub struct Position {
     /// The segment file.
     pub file: PathBuf,
-    /// Byte offset where the incomplete entry starts (the file's length after repair).
+    /// Byte offset within it.
+    pub offset: u64,
+    /// The entry index at that place (for the end of the log: the number of entries).
+    pub index: u64,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "entry index {} at {} byte offset {}",
+            self.index,
+            self.file.display(),
+            self.offset
+        )
+    }
+}
+
+/// Bytes at the end of the last segment (or of the checkpoint file) that are not a complete
+/// line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    /// The file.
+    pub file: PathBuf,
+    /// Byte offset where the incomplete line starts (the file's length after repair).
     pub offset: u64,
     /// How many bytes it has.
     pub bytes: u64,
+}
+
+impl fmt::Display for TornTail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} incomplete bytes at offset {} of {}, left by an interrupted write that was never \
+             acknowledged",
+            self.bytes,
+            self.offset,
+            self.file.display()
+        )
+    }
 }
 
 /// What [`AuditLog::open`] had to repair.
@@ -72,33 +125,189 @@ pub struct VerifySummary {
     pub torn_tail: Option<TornTail>,
 }
 
+/// When the writer signs checkpoints, and under which log identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointPolicy {
+    /// The log identity string every checkpoint names.
+    pub log_id: String,
+    /// Sign after this many new entries (0: never by count).
+    pub every_records: u64,
+    /// Sign on the first append after this much time since the last checkpoint.
+    pub every: Duration,
+}
+
+impl Default for CheckpointPolicy {
+    fn default() -> Self {
+        CheckpointPolicy {
+            log_id: "cloister-audit/v1".to_string(),
+            every_records: 1000,
+            every: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What the read-only verifier trusts and tolerates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// Enclave public keys to trust (from `--key` files or attestation evidence). Empty: every
+    /// checkpoint is checked against the key it names, which proves integrity only relative to
+    /// whoever holds that key.
+    pub trusted_keys: Vec<[u8; 32]>,
+    /// Accept entries after the last checkpoint (a running or crashed enclave's log).
+    pub allow_unsigned_tail: bool,
+}
+
+/// The result of [`verify_dir_with`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Number of valid entries.
+    pub entries: u64,
+    /// Number of segment files.
+    pub segments: u32,
+    /// Hex chain hash of the last entry.
+    pub last_hash: String,
+    /// Hex Merkle root of all entries.
+    pub root: String,
+    /// Number of valid checkpoints.
+    pub checkpoints: u64,
+    /// The last checkpoint.
+    pub latest: Option<Checkpoint>,
+    /// Distinct keys that signed checkpoints, in order of first use (hex).
+    pub keys: Vec<String>,
+    /// Entries after the last checkpoint (0 unless `allow_unsigned_tail`).
+    pub unsigned_entries: u64,
+    /// An incomplete final entry, if any.
+    pub torn_tail: Option<TornTail>,
+    /// An incomplete final checkpoint line, if any.
+    pub torn_checkpoint: Option<TornTail>,
+}
+
+/// One verified entry, as [`read_log`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// Where it is.
+    pub position: Position,
+    /// The parsed, verified entry.
+    pub entry: ParsedEntry,
+    /// The stored line (without newline), which is also its JSON form.
+    pub line: String,
+}
+
+/// A whole verified log in memory, for review tools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogContents {
+    /// Every entry in order.
+    pub entries: Vec<LogEntry>,
+    /// Every checkpoint in order (each verified against the key it names and the entries).
+    pub checkpoints: Vec<Checkpoint>,
+    /// Torn tails, if any (entries, checkpoints).
+    pub torn: (Option<TornTail>, Option<TornTail>),
+}
+
+impl LogContents {
+    /// The Merkle leaf hashes of all entries.
+    pub fn leaves(&self) -> Vec<Hash> {
+        self.entries.iter().map(|e| e.entry.leaf).collect()
+    }
+}
+
+struct Signer {
+    key: SigningKey,
+    policy: CheckpointPolicy,
+    path: PathBuf,
+    file: File,
+    /// The checkpoint file's length (tracked so no `fstat` is needed inside the sandbox).
+    len: u64,
+    last_size: Option<u64>,
+    last_time: Instant,
+    failure: Option<String>,
+}
+
 /// The append-only writer. One per directory.
-#[derive(Debug)]
 pub struct AuditLog {
     dir: PathBuf,
     path: PathBuf,
     file: File,
     state: ChainState,
+    frontier: Frontier,
     recovery: Recovery,
+    checkpoint_recovery: Option<TornTail>,
     poisoned: bool,
+    signer: Option<Signer>,
+}
+
+impl fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("dir", &self.dir)
+            .field("path", &self.path)
+            .field("state", &self.state)
+            .field("recovery", &self.recovery)
+            .field("signing", &self.signer.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn truncate_torn(torn: &TornTail) -> Result<(), AuditError> {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(&torn.file)
+        .map_err(io_err("open", &torn.file))?;
+    f.set_len(torn.offset)
+        .map_err(io_err("truncate", &torn.file))?;
+    f.sync_all().map_err(io_err("sync", &torn.file))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), AuditError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("sync directory", dir))
+}
+
+/// The file name under which the writer stores an enclave's public key.
+pub fn key_file_name(key: &[u8; 32]) -> String {
+    format!("enclave-key-{}.pub", &hex::encode(key)[..16])
 }
 
 impl AuditLog {
-    /// Opens (creating if needed) the log in `dir`, verifies the whole chain, repairs a torn
-    /// tail, and positions the writer after the last entry.
+    /// Opens (creating if needed) the log in `dir`, verifies the whole chain and the
+    /// checkpoints, repairs a torn tail, and positions the writer after the last entry. Writes
+    /// no checkpoints.
     pub fn open(dir: &Path) -> Result<AuditLog, AuditError> {
+        AuditLog::open_inner(dir, None)
+    }
+
+    /// Like [`AuditLog::open`], and signs checkpoints with `key` under `policy`. Writes the
+    /// public key to `enclave-key-<first 16 hex>.pub` and a checkpoint right away when the log
+    /// has entries no checkpoint covers (or no checkpoint at all).
+    pub fn open_with_signer(
+        dir: &Path,
+        policy: CheckpointPolicy,
+        key: SigningKey,
+    ) -> Result<AuditLog, AuditError> {
+        AuditLog::open_inner(dir, Some((policy, key)))
+    }
+
+    fn open_inner(
+        dir: &Path,
+        signing: Option<(CheckpointPolicy, SigningKey)>,
+    ) -> Result<AuditLog, AuditError> {
         fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
-        let scan = scan(dir)?;
+        let scan = scan(dir, &[], |_| Ok(()))?;
         let mut recovery = Recovery::Clean;
         if let Some(torn) = scan.torn {
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&torn.file)
-                .map_err(io_err("open", &torn.file))?;
-            f.set_len(torn.offset)
-                .map_err(io_err("truncate", &torn.file))?;
-            f.sync_all().map_err(io_err("sync", &torn.file))?;
+            truncate_torn(&torn)?;
             recovery = Recovery::TruncatedTornTail(torn);
+        }
+        if let Some(torn) = &scan.torn_checkpoint {
+            truncate_torn(torn)?;
         }
         let path = match scan.segments.last() {
             Some(p) => p.clone(),
@@ -106,9 +315,7 @@ impl AuditLog {
                 let p = dir.join(segment_name(1));
                 File::create_new(&p).map_err(io_err("create", &p))?;
                 // Make the new directory entry durable too.
-                File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(io_err("sync directory", dir))?;
+                sync_dir(dir)?;
                 p
             }
         };
@@ -116,28 +323,107 @@ impl AuditLog {
             .append(true)
             .open(&path)
             .map_err(io_err("open for append", &path))?;
-        Ok(AuditLog {
+        let signer = match signing {
+            None => None,
+            Some((policy, key)) => {
+                let public = key.verifying_key().to_bytes();
+                let key_path = dir.join(key_file_name(&public));
+                if !key_path.exists() {
+                    let mut f = File::create(&key_path).map_err(io_err("create", &key_path))?;
+                    f.write_all(format!("{}\n", hex::encode(public)).as_bytes())
+                        .and_then(|()| f.sync_all())
+                        .map_err(io_err("write", &key_path))?;
+                }
+                let cp_path = dir.join(CHECKPOINT_FILE);
+                let cp_file = OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(&cp_path)
+                    .map_err(io_err("open for append", &cp_path))?;
+                sync_dir(dir)?;
+                let len = cp_file
+                    .metadata()
+                    .map_err(io_err("inspect", &cp_path))?
+                    .len();
+                Some(Signer {
+                    key,
+                    policy,
+                    path: cp_path,
+                    file: cp_file,
+                    len,
+                    last_size: scan.checkpoints.last().map(|c| c.tree_size),
+                    last_time: Instant::now(),
+                    failure: None,
+                })
+            }
+        };
+        let mut log = AuditLog {
             dir: dir.to_path_buf(),
             path,
             file,
             state: scan.state,
+            frontier: scan.frontier,
             recovery,
+            checkpoint_recovery: scan.torn_checkpoint,
             poisoned: false,
-        })
+            signer,
+        };
+        if log
+            .signer
+            .as_ref()
+            .is_some_and(|s| s.last_size != Some(log.frontier.size()))
+        {
+            log.checkpoint()?;
+        }
+        Ok(log)
     }
 
     /// Appends `record`, flushes it to stable storage, and returns its index. The enclave
-    /// releases a response only after this returns `Ok`.
+    /// releases a response only after this returns `Ok`. May also write a due checkpoint; a
+    /// failure to do so does not fail the append (the entry is durable) but is kept in
+    /// [`AuditLog::checkpoint_failure`] and retried.
     pub fn append(&mut self, record: AuditRecord) -> Result<u64, AuditError> {
+        let range = self.append_batch(std::slice::from_ref(&record))?;
+        Ok(range.start)
+    }
+
+    /// Group commit: appends all `records` with one write and one `fsync`; returns their
+    /// indices. Either all are durable when this returns `Ok`, or the writer is poisoned.
+    pub fn append_batch(
+        &mut self,
+        records: &[AuditRecord],
+    ) -> Result<std::ops::Range<u64>, AuditError> {
+        let first = self.state.next_index;
+        let hashes = self.append_batch_hashes(records)?;
+        Ok(first..first + hashes.len() as u64)
+    }
+
+    /// [`AuditLog::append_batch`], returning each new entry's chain hash (for receipts).
+    pub fn append_batch_hashes(
+        &mut self,
+        records: &[AuditRecord],
+    ) -> Result<Vec<[u8; 32]>, AuditError> {
         if self.poisoned {
             return Err(AuditError::Poisoned);
         }
-        let index = self.state.next_index;
-        let (line, hash) = encode_line(&record, index, &self.state.last_hash)
-            .map_err(|e| AuditError::Encode(e.to_string()))?;
+        let mut state = self.state;
+        let mut bytes = Vec::with_capacity(records.len() * 512);
+        let mut leaves = Vec::with_capacity(records.len());
+        let mut hashes = Vec::with_capacity(records.len());
+        for record in records {
+            let e = encode_entry(record, state.next_index, &state.last_hash)
+                .map_err(|e| AuditError::Encode(e.to_string()))?;
+            bytes.extend_from_slice(&e.line);
+            leaves.push(e.leaf);
+            hashes.push(e.hash);
+            state = ChainState {
+                next_index: state.next_index.saturating_add(1),
+                last_hash: e.hash,
+            };
+        }
         let written = self
             .file
-            .write_all(&line)
+            .write_all(&bytes)
             .and_then(|()| self.file.sync_data());
         if let Err(source) = written {
             // The tail may now hold part of a line; only a reopen (which repairs it) is safe.
@@ -148,16 +434,78 @@ impl AuditLog {
                 source,
             });
         }
-        self.state = ChainState {
-            next_index: index.saturating_add(1),
-            last_hash: hash,
+        self.state = state;
+        for leaf in leaves {
+            self.frontier.push(leaf);
+        }
+        if self.checkpoint_due() {
+            if let Err(e) = self.checkpoint() {
+                if let Some(s) = self.signer.as_mut() {
+                    s.failure = Some(e.to_string());
+                }
+            }
+        }
+        Ok(hashes)
+    }
+
+    fn checkpoint_due(&self) -> bool {
+        let Some(s) = &self.signer else { return false };
+        let size = self.frontier.size();
+        let last = s.last_size.unwrap_or(0);
+        if size <= last && s.last_size.is_some() {
+            return false;
+        }
+        let by_count = s.policy.every_records > 0 && size - last >= s.policy.every_records;
+        by_count || s.last_time.elapsed() >= s.policy.every || s.failure.is_some()
+    }
+
+    /// Signs and durably appends a checkpoint of the log as it is now, if the log has grown
+    /// since the last one (or none exists). `Ok(None)` when there is nothing new or no signer.
+    pub fn checkpoint(&mut self) -> Result<Option<Checkpoint>, AuditError> {
+        let size = self.frontier.size();
+        let root = self.frontier.root();
+        let Some(s) = self.signer.as_mut() else {
+            return Ok(None);
         };
-        Ok(index)
+        if s.last_size == Some(size) {
+            return Ok(None);
+        }
+        let cp = Checkpoint::sign(&s.policy.log_id, size, root, now_ms(), &s.key);
+        let line = format!("{}\n", cp.to_json());
+        let written = s
+            .file
+            .write_all(line.as_bytes())
+            .and_then(|()| s.file.sync_data());
+        if let Err(source) = written {
+            // Best effort: cut a partial line so the next attempt starts clean; if this fails
+            // too, the next open treats it as a torn tail.
+            let _ = s.file.set_len(s.len);
+            return Err(AuditError::Io {
+                op: "append checkpoint to",
+                path: s.path.clone(),
+                source,
+            });
+        }
+        s.len += line.len() as u64;
+        s.last_size = Some(size);
+        s.last_time = Instant::now();
+        s.failure = None;
+        Ok(Some(cp))
+    }
+
+    /// The last failure to write a periodic checkpoint, if it has not since succeeded.
+    pub fn checkpoint_failure(&self) -> Option<&str> {
+        self.signer.as_ref().and_then(|s| s.failure.as_deref())
     }
 
     /// What `open` repaired.
     pub fn recovery(&self) -> &Recovery {
         &self.recovery
+    }
+
+    /// An incomplete checkpoint line `open` removed, if any.
+    pub fn checkpoint_recovery(&self) -> Option<&TornTail> {
+        self.checkpoint_recovery.as_ref()
     }
 
     /// The index the next entry will get (= number of entries).
@@ -170,20 +518,89 @@ impl AuditLog {
         hex::encode(self.state.last_hash)
     }
 
+    /// The Merkle root of all entries.
+    pub fn root(&self) -> Hash {
+        self.frontier.root()
+    }
+
     /// The log directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 }
 
-/// Verifies every entry in `dir` without changing anything; names the first bad entry.
+/// Verifies every entry in `dir` and every checkpoint against the key it names, without
+/// changing anything; names the first bad entry. Tolerates entries after the last checkpoint.
 pub fn verify_dir(dir: &Path) -> Result<VerifySummary, AuditError> {
-    let scan = scan(dir)?;
+    let scan = scan(dir, &[], |_| Ok(()))?;
     Ok(VerifySummary {
         entries: scan.state.next_index,
         segments: u32::try_from(scan.segments.len()).unwrap_or(u32::MAX),
         last_hash: hex::encode(scan.state.last_hash),
         torn_tail: scan.torn,
+    })
+}
+
+/// The auditor's full check: every entry; every checkpoint's encoding, signature (under a
+/// trusted key, if any are given), log identity, order and root against the entries — which
+/// also establishes that consecutive checkpoints are consistent, since both roots are computed
+/// from one verified sequence of entries; and, unless allowed, that no entry is left unsigned
+/// after the last checkpoint. Changes nothing.
+pub fn verify_dir_with(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, AuditError> {
+    let scan = scan(dir, &opts.trusted_keys, |_| Ok(()))?;
+    let covered = scan.checkpoints.last().map(|c| c.tree_size).unwrap_or(0);
+    let entries = scan.state.next_index;
+    let unsigned = entries - covered.min(entries);
+    if unsigned > 0 && !opts.allow_unsigned_tail {
+        return Err(AuditError::Unsigned {
+            from: scan.first_uncovered.unwrap_or(Position {
+                file: dir.to_path_buf(),
+                offset: 0,
+                index: covered,
+            }),
+            count: unsigned,
+        });
+    }
+    let mut keys: Vec<String> = Vec::new();
+    for c in &scan.checkpoints {
+        let k = hex::encode(c.key);
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    Ok(VerifyReport {
+        entries,
+        segments: u32::try_from(scan.segments.len()).unwrap_or(u32::MAX),
+        last_hash: hex::encode(scan.state.last_hash),
+        root: hex::encode(scan.frontier.root()),
+        checkpoints: scan.checkpoints.len() as u64,
+        latest: scan.checkpoints.last().cloned(),
+        keys,
+        unsigned_entries: unsigned,
+        torn_tail: scan.torn,
+        torn_checkpoint: scan.torn_checkpoint,
+    })
+}
+
+/// Reads and verifies the whole log (as [`verify_dir`] does) into memory for review tools.
+pub fn read_log(dir: &Path) -> Result<LogContents, AuditError> {
+    let mut entries = Vec::new();
+    let scan = scan(dir, &[], |e| {
+        entries.push(LogEntry {
+            position: Position {
+                file: e.file.to_path_buf(),
+                offset: e.offset,
+                index: e.entry.index,
+            },
+            entry: e.entry.clone(),
+            line: String::from_utf8_lossy(e.bytes).into_owned(),
+        });
+        Ok(())
+    })?;
+    Ok(LogContents {
+        entries,
+        checkpoints: scan.checkpoints,
+        torn: (scan.torn, scan.torn_checkpoint),
     })
 }
 
@@ -225,16 +642,158 @@ fn segments(dir: &Path) -> Result<Vec<PathBuf>, AuditError> {
     Ok(found.into_iter().map(|(_, p)| p).collect())
 }
 
-struct Scan {
-    state: ChainState,
-    segments: Vec<PathBuf>,
-    torn: Option<TornTail>,
+/// One entry as the scan meets it.
+struct EntryRef<'a> {
+    file: &'a Path,
+    offset: u64,
+    entry: &'a ParsedEntry,
+    bytes: &'a [u8],
 }
 
-fn scan(dir: &Path) -> Result<Scan, AuditError> {
+struct Scan {
+    state: ChainState,
+    frontier: Frontier,
+    segments: Vec<PathBuf>,
+    torn: Option<TornTail>,
+    checkpoints: Vec<Checkpoint>,
+    torn_checkpoint: Option<TornTail>,
+    /// The first entry the last checkpoint does not cover, if any.
+    first_uncovered: Option<Position>,
+}
+
+/// A checkpoint line that parsed and verified on its own.
+struct CheckpointLine {
+    line: u64,
+    checkpoint: Checkpoint,
+}
+
+/// Reads `checkpoints.log`: each line canonical, signed (by a trusted key if any are given),
+/// naming the same log, sizes non-decreasing. A final incomplete or unparsable line is a torn
+/// tail.
+fn read_checkpoints(
+    dir: &Path,
+    trusted: &[[u8; 32]],
+) -> Result<(PathBuf, Vec<CheckpointLine>, Option<TornTail>), AuditError> {
+    let path = dir.join(CHECKPOINT_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((path, Vec::new(), None)),
+        Err(source) => {
+            return Err(AuditError::Io {
+                op: "read",
+                path,
+                source,
+            })
+        }
+    };
+    let mut out: Vec<CheckpointLine> = Vec::new();
+    let mut pos = 0usize;
+    let mut line_no = 0u64;
+    while pos < bytes.len() {
+        line_no += 1;
+        let torn = TornTail {
+            file: path.clone(),
+            offset: pos as u64,
+            bytes: (bytes.len() - pos) as u64,
+        };
+        let Some(len) = bytes[pos..].iter().position(|&b| b == b'\n') else {
+            return Ok((path, out, Some(torn)));
+        };
+        let end = pos + len;
+        let invalid = |fault, tree_size| AuditError::CheckpointInvalid {
+            file: path.clone(),
+            line: line_no,
+            tree_size,
+            fault,
+            from: None,
+        };
+        let cp = match Checkpoint::parse(&bytes[pos..end]) {
+            Ok(cp) => cp,
+            Err(CheckpointFault::Unparsable(_)) if end + 1 == bytes.len() => {
+                return Ok((path, out, Some(torn)));
+            }
+            Err(fault) => return Err(invalid(fault, 0)),
+        };
+        cp.verify_with(trusted)
+            .map_err(|f| invalid(f, cp.tree_size))?;
+        if let Some(first) = out.first() {
+            if first.checkpoint.log_id != cp.log_id {
+                return Err(invalid(
+                    CheckpointFault::LogIdChanged {
+                        expected: first.checkpoint.log_id.clone(),
+                        found: cp.log_id.clone(),
+                    },
+                    cp.tree_size,
+                ));
+            }
+        }
+        if let Some(prev) = out.last() {
+            if cp.tree_size < prev.checkpoint.tree_size {
+                return Err(invalid(
+                    CheckpointFault::SizeDecreased {
+                        size: cp.tree_size,
+                        previous: prev.checkpoint.tree_size,
+                    },
+                    cp.tree_size,
+                ));
+            }
+        }
+        out.push(CheckpointLine {
+            line: line_no,
+            checkpoint: cp,
+        });
+        pos = end + 1;
+    }
+    Ok((path, out, None))
+}
+
+fn scan(
+    dir: &Path,
+    trusted: &[[u8; 32]],
+    mut visit: impl FnMut(&EntryRef<'_>) -> Result<(), AuditError>,
+) -> Result<Scan, AuditError> {
     let segments = segments(dir)?;
+    let (cp_path, checkpoints, torn_checkpoint) = read_checkpoints(dir, trusted)?;
     let mut state = ChainState::new();
+    let mut frontier = Frontier::new();
     let mut torn = None;
+    // Checkpoints are checked in order as the tree reaches their size.
+    let mut next_cp = 0usize;
+    // Where the entries start that no verified checkpoint covers yet.
+    let mut uncovered_from: Option<Position> = None;
+    let check_due = |frontier: &Frontier,
+                     next_cp: &mut usize,
+                     uncovered_from: &mut Option<Position>|
+     -> Result<(), AuditError> {
+        while let Some(c) = checkpoints.get(*next_cp) {
+            if c.checkpoint.tree_size != frontier.size() {
+                break;
+            }
+            let computed = frontier.root();
+            if computed != c.checkpoint.root {
+                return Err(AuditError::CheckpointInvalid {
+                    file: cp_path.clone(),
+                    line: c.line,
+                    tree_size: c.checkpoint.tree_size,
+                    fault: CheckpointFault::RootMismatch {
+                        size: c.checkpoint.tree_size,
+                        computed: hex::encode(computed),
+                        signed: hex::encode(c.checkpoint.root),
+                    },
+                    from: uncovered_from.clone().map(Box::new),
+                });
+            }
+            *uncovered_from = None;
+            *next_cp += 1;
+        }
+        Ok(())
+    };
+    check_due(&frontier, &mut next_cp, &mut uncovered_from)?;
+    let mut end = Position {
+        file: dir.join(segment_name(1)),
+        offset: 0,
+        index: 0,
+    };
     for (i, path) in segments.iter().enumerate() {
         let is_last = i + 1 == segments.len();
         let bytes = fs::read(path).map_err(io_err("read", path))?;
@@ -246,6 +805,7 @@ fn scan(dir: &Path) -> Result<Scan, AuditError> {
             let broken = |reason| AuditError::ChainBroken {
                 file: path.clone(),
                 line: line_no,
+                offset: pos as u64,
                 index,
                 reason,
             };
@@ -261,20 +821,58 @@ fn scan(dir: &Path) -> Result<Scan, AuditError> {
                 }
                 return Err(broken(BreakReason::MissingNewline));
             };
-            let end = pos + len;
-            match state.check_line(&bytes[pos..end]) {
-                Ok(()) => pos = end + 1,
-                Err(BreakReason::Unparsable(_)) if is_last && end + 1 == bytes.len() => {
+            let end_of_line = pos + len;
+            match state.check_line(&bytes[pos..end_of_line]) {
+                Ok(entry) => {
+                    if uncovered_from.is_none() {
+                        uncovered_from = Some(Position {
+                            file: path.clone(),
+                            offset: pos as u64,
+                            index,
+                        });
+                    }
+                    visit(&EntryRef {
+                        file: path,
+                        offset: pos as u64,
+                        entry: &entry,
+                        bytes: &bytes[pos..end_of_line],
+                    })?;
+                    frontier.push(entry.leaf);
+                    check_due(&frontier, &mut next_cp, &mut uncovered_from)?;
+                    pos = end_of_line + 1;
+                }
+                Err(BreakReason::Unparsable(_)) if is_last && end_of_line + 1 == bytes.len() => {
                     torn = Some(torn_here());
                     break;
                 }
                 Err(reason) => return Err(broken(reason)),
             }
         }
+        end = Position {
+            file: path.clone(),
+            offset: pos as u64,
+            index: state.next_index,
+        };
+    }
+    if let Some(c) = checkpoints.get(next_cp) {
+        return Err(AuditError::CheckpointInvalid {
+            file: cp_path,
+            line: c.line,
+            tree_size: c.checkpoint.tree_size,
+            fault: CheckpointFault::BeyondLog {
+                size: c.checkpoint.tree_size,
+                entries: state.next_index,
+            },
+            from: Some(Box::new(end)),
+        });
     }
     Ok(Scan {
         state,
+        frontier,
         segments,
         torn,
+        checkpoints: checkpoints.into_iter().map(|c| c.checkpoint).collect(),
+        torn_checkpoint,
+        first_uncovered: uncovered_from,
     })
 }

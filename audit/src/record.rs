@@ -17,6 +17,9 @@
 //! The entry's hash is `SHA-256(prev || canonical)`, where `prev` is the 32 raw bytes of the
 //! previous entry's hash ([`GENESIS_PREV`], all zeros, for index 0).
 //!
+//! The entry's Merkle leaf (see [`crate::merkle`]) is `SHA-256(0x00 || canonical)`: the same
+//! canonical bytes, so the tree and the chain cover exactly the same content.
+//!
 //! On disk each entry is one line: the canonical JSON with two members appended before the
 //! closing brace, `"prev":"<64 lowercase hex>","hash":"<64 lowercase hex>"`, then `\n`. A reader
 //! re-encodes each parsed line and requires byte equality, so even edits that keep the same
@@ -25,6 +28,8 @@
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::chain::BreakReason;
 
 /// The `prev` of the first entry: 32 zero bytes.
 pub const GENESIS_PREV: [u8; 32] = [0u8; 32];
@@ -173,8 +178,30 @@ pub fn encode_line(
     index: u64,
     prev: &[u8; 32],
 ) -> Result<(Vec<u8>, [u8; 32]), serde_json::Error> {
+    let e = encode_entry(record, index, prev)?;
+    Ok((e.line, e.hash))
+}
+
+/// One entry, encoded: the stored line and both hashes that cover it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedEntry {
+    /// The line as stored, with its trailing newline.
+    pub line: Vec<u8>,
+    /// The chain hash, `SHA-256(prev || canonical)`.
+    pub hash: [u8; 32],
+    /// The Merkle leaf hash, `SHA-256(0x00 || canonical)` ([`crate::merkle::leaf_hash`]).
+    pub leaf: [u8; 32],
+}
+
+/// Encodes `record` as entry `index` after `prev`: its line, chain hash and Merkle leaf hash.
+pub fn encode_entry(
+    record: &AuditRecord,
+    index: u64,
+    prev: &[u8; 32],
+) -> Result<EncodedEntry, serde_json::Error> {
     let mut line = record.canonical_bytes(index)?;
     let hash = entry_hash(prev, &line);
+    let leaf = crate::merkle::leaf_hash(&line);
     // INVARIANT: canonical bytes are a JSON object, so they end with '}'.
     line.pop();
     line.extend_from_slice(b",\"prev\":\"");
@@ -182,7 +209,58 @@ pub fn encode_line(
     line.extend_from_slice(b"\",\"hash\":\"");
     line.extend_from_slice(hex::encode(hash).as_bytes());
     line.extend_from_slice(b"\"}\n");
-    Ok((line, hash))
+    Ok(EncodedEntry { line, hash, leaf })
+}
+
+/// A stored line that is well-formed and self-consistent on its own (its hash matches its
+/// contents and its `prev`, and it is byte-for-byte canonical). Whether it *continues* the
+/// chain is [`crate::chain::ChainState`]'s business.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedEntry {
+    /// The entry's index.
+    pub index: u64,
+    /// What it says.
+    pub record: AuditRecord,
+    /// The `prev` it claims.
+    pub prev: [u8; 32],
+    /// Its chain hash.
+    pub hash: [u8; 32],
+    /// Its Merkle leaf hash.
+    pub leaf: [u8; 32],
+}
+
+/// Parses and checks one stored line (without its newline), as a proof verifier does with an
+/// entry it was handed.
+pub fn parse_entry_line(line: &[u8]) -> Result<ParsedEntry, BreakReason> {
+    let stored: StoredEntry =
+        serde_json::from_slice(line).map_err(|e| BreakReason::Unparsable(e.to_string()))?;
+    let (index, record, prev_hex, hash_hex) = stored.into_record();
+    let prev: [u8; 32] = hex::decode(&prev_hex)
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| {
+            BreakReason::Unparsable(format!("prev {prev_hex:?} is not 64 hex digits"))
+        })?;
+    let encoded =
+        encode_entry(&record, index, &prev).map_err(|e| BreakReason::Unparsable(e.to_string()))?;
+    let computed = hex::encode(encoded.hash);
+    if hash_hex != computed {
+        return Err(BreakReason::HashMismatch {
+            computed,
+            stored: hash_hex,
+        });
+    }
+    // `encoded.line` ends with '\n'; `line` does not.
+    if encoded.line.strip_suffix(b"\n") != Some(line) {
+        return Err(BreakReason::NotCanonical);
+    }
+    Ok(ParsedEntry {
+        index,
+        record,
+        prev,
+        hash: encoded.hash,
+        leaf: encoded.leaf,
+    })
 }
 
 #[cfg(test)]

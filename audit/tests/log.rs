@@ -70,6 +70,7 @@ fn assert_broken(
                 line,
                 reason,
                 file,
+                ..
             }) => {
                 assert_eq!((index, line), (want_index, want_line), "{reason}");
                 assert!(check(&reason), "unexpected reason: {reason:?}");

@@ -73,7 +73,11 @@ pub fn verify_report(
             let ders = pem_chain_to_der(&text)
                 .with_context(|| format!("{}: expected AMD's PEM bundle", path.display()))?;
             if ders.len() != 2 {
-                bail!("{}: expected two certificates (ASK, then ARK), found {}", path.display(), ders.len());
+                bail!(
+                    "{}: expected two certificates (ASK, then ARK), found {}",
+                    path.display(),
+                    ders.len()
+                );
             }
             (ders[0].clone(), ders[1].clone())
         }

@@ -4,14 +4,19 @@
 //! - [`https`]: a small TLS 1.3 HTTPS client pinned to the profile's CA;
 //! - [`sdk`]: attest → verify → seal → send → open, in that order and no other;
 //! - [`datadir`]: first-run creation of the data directory (policy, TLS, keys);
-//! - [`up`]: the launcher that runs the enclave and the gateway.
+//! - [`up`]: the launcher that runs the enclave and the gateway;
+//! - [`audit_cli`]: `cloister audit …`, read-only review of an audit directory;
+//! - [`engine_cli`]: `cloister run` and `cloister conformance`, the engine with no service.
 //!
 //! INVARIANT: the SDK never sends request data to an enclave whose evidence it
 //! has not verified in the same call (see [`sdk::Client::infer`]).
 
 #![forbid(unsafe_code)]
 
+pub mod attest_cli;
+pub mod audit_cli;
 pub mod datadir;
+pub mod engine_cli;
 pub mod https;
 pub mod profile;
 pub mod sdk;

@@ -38,13 +38,23 @@ enum Command {
         bin_dir: Option<PathBuf>,
     },
     /// Fetch fresh evidence, verify it and print each check.
+    #[command(args_conflicts_with_subcommands = true)]
     Attest {
+        #[command(subcommand)]
+        offline: Option<AttestCommand>,
         /// Client profile written by `cloister up`.
         #[arg(long, default_value = "./cloister-data/client.toml")]
         profile: PathBuf,
         /// Print JSON for machines.
         #[arg(long)]
         json: bool,
+        /// Also save the evidence bundle (JSON) to FILE.
+        #[arg(long, value_name = "FILE")]
+        save_evidence: Option<PathBuf>,
+        /// Re-verify a saved bundle instead of fetching one. Its own nonce is used, so this
+        /// proves what the enclave was, not that it is live now.
+        #[arg(long, value_name = "FILE", conflicts_with = "save_evidence")]
+        evidence: Option<PathBuf>,
     },
     /// Verify the enclave, then send a sealed inference and print the outputs.
     Infer {
@@ -65,6 +75,53 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// Run an ONNX model on this machine on JSON inputs (no service, no attestation).
+    Run {
+        /// The ONNX model file.
+        model: PathBuf,
+        /// JSON file mapping input names to nested arrays or {"shape","data"}; dtypes come from the model.
+        #[arg(long)]
+        input: PathBuf,
+        /// Write the outputs here instead of printing them.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Run ONNX backend node tests against the engine; exits non-zero if any claimed operator fails.
+    Conformance {
+        /// Directory of tests (each with model.onnx and test_data_set_*), or its parent holding node/.
+        #[arg(long = "onnx-tests")]
+        onnx_tests: PathBuf,
+    },
+    /// Review an audit directory (read-only; no enclave needed).
+    Audit {
+        #[command(subcommand)]
+        command: cloister::audit_cli::AuditCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AttestCommand {
+    /// Verify a bare SEV-SNP report and its certificates offline, against AMD's built-in root.
+    VerifyReport {
+        /// The report: 1184 raw bytes, or hex text.
+        #[arg(long)]
+        report: PathBuf,
+        /// The VCEK certificate, DER or PEM.
+        #[arg(long)]
+        vcek: PathBuf,
+        /// AMD's PEM bundle (ASK then ARK); default: the built-in chain of --product.
+        #[arg(long)]
+        chain: Option<PathBuf>,
+        /// Product line whose built-in ARK is pinned: milan, genoa or turin.
+        #[arg(long, default_value = "milan")]
+        product: String,
+        /// Allowed measurement (hex SHA-384); repeat for several. Default: not checked.
+        #[arg(long)]
+        measurement: Vec<String>,
+        /// Print JSON for machines.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -90,6 +147,13 @@ fn main() -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Check { file },
         } => policy_check(&file),
+        Command::Audit { command } => cloister::audit_cli::run(command),
+        Command::Run {
+            model,
+            input,
+            output,
+        } => cloister::engine_cli::run_model(&model, &input, output.as_deref()),
+        Command::Conformance { onnx_tests } => cloister::engine_cli::conformance(&onnx_tests),
         other => runtime().and_then(|rt| rt.block_on(run(other))),
     };
     match result {
@@ -122,14 +186,52 @@ async fn run(command: Command) -> Result<ExitCode> {
             .await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Attest { profile, json } => attest(&profile, json).await,
+        Command::Attest {
+            offline:
+                Some(AttestCommand::VerifyReport {
+                    report,
+                    vcek,
+                    chain,
+                    product,
+                    measurement,
+                    json,
+                }),
+            ..
+        } => cloister::attest_cli::verify_report(
+            &report,
+            &vcek,
+            chain.as_deref(),
+            &product,
+            &measurement,
+            json,
+        ),
+        Command::Attest {
+            offline: None,
+            profile,
+            json,
+            save_evidence,
+            evidence,
+        } => {
+            attest(
+                &profile,
+                json,
+                save_evidence.as_deref(),
+                evidence.as_deref(),
+            )
+            .await
+        }
         Command::Infer {
             profile,
             model,
             input,
             json,
         } => infer(&profile, &model, &input, json).await,
-        Command::Policy { .. } => unreachable!("handled without a runtime"),
+        Command::Policy { .. }
+        | Command::Audit { .. }
+        | Command::Run { .. }
+        | Command::Conformance { .. } => {
+            unreachable!("handled without a runtime")
+        }
     }
 }
 
@@ -146,6 +248,7 @@ fn print_attestation(a: &Attestation, json: bool) {
             "provider": a.bundle.provider,
             "simulated": a.bundle.simulated,
             "build_version": a.bundle.build_version,
+            "sandbox_status": a.bundle.sandbox_status,
             "policy_sha256": hex::encode(a.bundle.policy_sha256),
             "models": a.bundle.model_digests.iter().map(|(k, v)| (k.clone(), hex::encode(v))).collect::<BTreeMap<_, _>>(),
             "checks": checks,
@@ -159,6 +262,10 @@ fn print_attestation(a: &Attestation, json: bool) {
             a.bundle.provider
         );
     }
+    println!(
+        "Enclave {} | sandbox: {}",
+        a.bundle.build_version, a.bundle.sandbox_status
+    );
     for c in &a.checks {
         println!("{c}");
     }
@@ -169,10 +276,25 @@ fn print_attestation(a: &Attestation, json: bool) {
     }
 }
 
-async fn attest(profile: &Path, json: bool) -> Result<ExitCode> {
+async fn attest(
+    profile: &Path,
+    json: bool,
+    save: Option<&Path>,
+    saved: Option<&Path>,
+) -> Result<ExitCode> {
     let client = Client::from_profile_file(profile)?;
-    let a = client.attest().await?;
+    let a = match saved {
+        Some(file) => cloister::attest_cli::reverify_saved(&client, file)?,
+        None => client.attest().await?,
+    };
+    if let Some(file) = save {
+        std::fs::write(file, a.bundle.to_json()?)
+            .with_context(|| format!("cannot write {}", file.display()))?;
+    }
     print_attestation(&a, json);
+    if saved.is_some() && !json {
+        println!("note: the nonce was taken from the saved bundle; this proves what the enclave was, not that it is live now.");
+    }
     Ok(if a.verified.is_some() {
         ExitCode::SUCCESS
     } else {

@@ -20,6 +20,9 @@ pub struct Profile {
     /// Accept evidence from the SIMULATED provider. Never set this for production.
     #[serde(default)]
     pub allow_simulated: bool,
+    /// Refuse enclaves whose attested sandbox status is not `enforce`.
+    #[serde(default)]
+    pub require_sandbox: bool,
     /// Allowed launch measurements, hex SHA-384.
     pub expected_measurements: Vec<String>,
     /// Tenant id (informational).

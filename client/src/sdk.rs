@@ -7,7 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cloister_attestation::{verify, Check, EvidenceBundle, VerifiedEvidence, VerifierPolicy};
 use cloister_protocol::auth::gateway_token;
@@ -67,6 +68,7 @@ fn failed_names(checks: &[Check]) -> String {
 }
 
 /// The outcome of an attestation: the evidence and every check made on it.
+#[derive(Debug)]
 pub struct Attestation {
     /// The evidence as received.
     pub bundle: EvidenceBundle,
@@ -77,6 +79,7 @@ pub struct Attestation {
 }
 
 /// A successful inference.
+#[derive(Debug)]
 pub struct Inference {
     /// The opened response.
     pub response: InferResponse,
@@ -84,11 +87,21 @@ pub struct Inference {
     pub evidence: VerifiedEvidence,
 }
 
+/// How long verified evidence is reused before the client attests again.
+pub const DEFAULT_EVIDENCE_TTL: Duration = Duration::from_secs(300);
+
 /// A client for one Cloister deployment.
+///
+/// Verified evidence is cached for a bounded time ([`Client::set_evidence_ttl`]) so that a
+/// burst of inferences does not attest each time; the cache holds one enclave key, and a
+/// `seal_invalid` answer (the enclave restarted with a new key) drops it, re-attests and
+/// retries once.
 pub struct Client {
     profile: Profile,
     https: HttpsClient,
     verifier: VerifierPolicy,
+    cache: Mutex<Option<(VerifiedEvidence, Instant)>>,
+    ttl: Duration,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -120,12 +133,55 @@ impl Client {
                 .map_err(|e| ClientError::Setup(format!("{e:#}")))?,
             allow_simulated: profile.allow_simulated,
             min_tcb: None,
+            require_sandbox: profile.require_sandbox,
         };
         Ok(Client {
             profile,
             https,
             verifier,
+            cache: Mutex::new(None),
+            ttl: DEFAULT_EVIDENCE_TTL,
         })
+    }
+
+    /// Sets how long verified evidence is reused; zero attests before every inference.
+    pub fn set_evidence_ttl(&mut self, ttl: Duration) {
+        self.ttl = ttl;
+    }
+
+    /// The verifier policy built from the profile.
+    pub fn verifier_policy(&self) -> &VerifierPolicy {
+        &self.verifier
+    }
+
+    fn cached(&self) -> Option<VerifiedEvidence> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .as_ref()
+            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .map(|(e, _)| e.clone())
+    }
+
+    fn remember(&self, evidence: &VerifiedEvidence) {
+        *self.cache.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((evidence.clone(), Instant::now()));
+    }
+
+    fn forget(&self) {
+        *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Verified evidence: from the cache while fresh, else attested now.
+    pub async fn verified_evidence(&self) -> Result<VerifiedEvidence, ClientError> {
+        if let Some(e) = self.cached() {
+            return Ok(e);
+        }
+        let attestation = self.attest().await?;
+        let evidence = attestation
+            .verified
+            .ok_or(ClientError::EvidenceRejected(attestation.checks))?;
+        self.remember(&evidence);
+        Ok(evidence)
     }
 
     /// The profile in use.
@@ -163,20 +219,27 @@ impl Client {
         })
     }
 
-    /// Runs `model` on `inputs`: attests, and only if every check passes,
-    /// seals the request to the attested key, sends it and opens the answer.
+    /// Runs `model` on `inputs`: attests (or reuses fresh verified evidence) and only then
+    /// seals the request to the attested key, sends it and opens the answer. If the enclave's
+    /// key changed since the evidence was verified, attests again and retries once.
     pub async fn infer(
         &self,
         model: &str,
         inputs: BTreeMap<String, WireTensor>,
     ) -> Result<Inference, ClientError> {
-        let attestation = self.attest().await?;
-        let evidence = attestation
-            .verified
-            .ok_or(ClientError::EvidenceRejected(attestation.checks))?;
-        self.infer_with(&evidence, model, inputs)
-            .await
-            .map(|response| Inference { response, evidence })
+        let evidence = self.verified_evidence().await?;
+        match self.infer_with(&evidence, model, inputs.clone()).await {
+            Err(ClientError::Gateway { error, .. })
+                if error.code == cloister_protocol::error::ErrorCode::SealInvalid =>
+            {
+                tracing::info!("the enclave did not open the request; re-attesting");
+                self.forget();
+                let evidence = self.verified_evidence().await?;
+                let response = self.infer_with(&evidence, model, inputs).await?;
+                Ok(Inference { response, evidence })
+            }
+            other => other.map(|response| Inference { response, evidence }),
+        }
     }
 
     /// Seals and sends a request to already-verified evidence.

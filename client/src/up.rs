@@ -103,6 +103,7 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         ca_cert: dir.ca_cert(),
         trust_root: dir.trust_root(),
         allow_simulated: true,
+        require_sandbox: false,
         expected_measurements: vec![measurement_hex.clone()],
         tenant: DEV_TENANT.to_string(),
         api_key: prepared.api_key.clone(),

@@ -141,6 +141,15 @@ impl Enclave {
         }
     }
 
+    /// Signs an audit checkpoint covering every record so far (called at shutdown).
+    pub fn checkpoint_audit(&self) {
+        match self.audit.with_log(|log| log.checkpoint()) {
+            Ok(Some(cp)) => tracing::info!(tree_size = cp.tree_size, "audit checkpoint signed"),
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "AUDIT CHECKPOINT FAILED"),
+        }
+    }
+
     /// Appends the audit record and syncs it; returns its index and chain hash.
     fn record(
         &self,
@@ -170,9 +179,14 @@ impl Enclave {
             output_digest,
             latency_us: started.elapsed().as_micros() as u64,
         };
-        let mut log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
-        match log.append(record) {
-            Ok(index) => Ok((index, log.last_hash_hex())),
+        // Group commit: returns once this record (perhaps batched with others) is synced.
+        match self.audit.commit(record) {
+            Ok((index, hash)) => {
+                if let Some(e) = self.audit.checkpoint_failure() {
+                    tracing::error!(error = %e, "audit checkpoint failed; will retry");
+                }
+                Ok((index, hex::encode(hash)))
+            }
             Err(e) => {
                 tracing::error!(error = %e, "AUDIT APPEND FAILED: withholding the response");
                 Err(ApiError::new(

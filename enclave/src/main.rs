@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Parser;
 use cloister_enclave::server;
 use cloister_enclave::startup::{Enclave, StartOptions};
@@ -35,23 +35,45 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    // Start-up runs before any thread pool exists and before any request is read.
-    let enclave = Enclave::start(&StartOptions {
+    let opts = StartOptions {
         policy: args.policy,
         sim_root: args.sim_root,
         audit_dir: args.audit_dir,
-    })?;
+    };
+    // Start-up runs before any thread pool exists and before any request is read: policy,
+    // models, keys, attestation provider, audit log; then the gateway socket is bound.
+    let mut enclave = Enclave::start(&opts)?;
+    let listener = server::bind(&args.socket)?;
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+
+    // INVARIANT: the sandbox locks down here — single-threaded, after every file, key and the
+    // socket are open, before the runtime starts a thread and before the first request is read.
+    // Nothing below may open a path outside the plan, start a process or use the network.
+    let plan = enclave.sandbox_plan(&opts, &args.socket);
+    let status = enclave
+        .lock_down(&plan)
+        .context("sandbox lock-down (the policy's [sandbox] mode is \"enforce\")")?;
+    tracing::info!(sandbox = %status.describe(), "sandbox locked down");
+    if !status.is_complete() {
+        let missing: Vec<&str> = status.missing().iter().map(|b| b.name()).collect();
+        tracing::warn!(missing = ?missing, "best-effort sandbox: these barriers are NOT in force");
+    }
+
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let listener = server::bind(&args.socket)?;
+        let listener = server::listen(listener)?;
         tracing::info!(
             socket = %args.socket.display(),
             provider = enclave.provider_name(),
             "enclave ready"
         );
-        server::serve(Arc::new(enclave), listener, shutdown_signal()).await?;
+        let enclave = Arc::new(enclave);
+        server::serve(Arc::clone(&enclave), listener, shutdown_signal()).await?;
+        // Sign the final audit checkpoint once every request in flight has been recorded.
+        enclave.checkpoint_audit();
         let _ = std::fs::remove_file(&args.socket);
         tracing::info!("enclave stopped");
         Ok(())

@@ -15,8 +15,10 @@ use tokio::net::{UnixListener, UnixStream};
 use crate::evidence::error_frame;
 use crate::startup::Enclave;
 
-/// Binds the socket (replacing a stale one) with owner-only permissions.
-pub fn bind(path: &Path) -> Result<UnixListener> {
+/// Binds the socket (replacing a stale one) with owner-only permissions, as a non-blocking std
+/// listener: binding happens before the sandbox locks down (after it, the socket's directory is
+/// writable but `bind` and `chmod` are not allowed); [`listen`] hands it to the runtime.
+pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener> {
     if path.exists() {
         std::fs::remove_file(path)
             .with_context(|| format!("remove stale socket {}", path.display()))?;
@@ -24,11 +26,20 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
-    let listener = UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
+    let listener = std::os::unix::net::UnixListener::bind(path)
+        .with_context(|| format!("bind {}", path.display()))?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("restrict {}", path.display()))?;
+    listener
+        .set_nonblocking(true)
+        .context("make the listener non-blocking")?;
     Ok(listener)
+}
+
+/// Registers a listener from [`bind`] with the runtime (call inside it).
+pub fn listen(listener: std::os::unix::net::UnixListener) -> Result<UnixListener> {
+    UnixListener::from_std(listener).context("register the listener with the runtime")
 }
 
 /// Serves until `shutdown` completes, then waits up to ten seconds for
@@ -97,6 +108,7 @@ async fn dispatch(enclave: Arc<Enclave>, frame: Frame) -> Frame {
             let status = serde_json::json!({
                 "status": "ok",
                 "provider": enclave.provider_name(),
+                "sandbox": enclave.sandbox().describe(),
                 "models": enclave.models.keys().collect::<Vec<_>>(),
             });
             Frame::new(FrameKind::HealthOk, status.to_string().into_bytes())

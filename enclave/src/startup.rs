@@ -3,8 +3,8 @@
 //!
 //! Order: read the policy; load each model and check its SHA-256 against the
 //! policy; create the HPKE key configuration and the Ed25519 signing key; set
-//! up the attestation provider; open the audit log. A later issue inserts the
-//! sandbox lock-down between this and serving.
+//! up the attestation provider; open the audit log. Then the caller binds the
+//! gateway socket and calls [`Enclave::lock_down`] before it serves (see `main.rs`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +21,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::replay::ReplayGuard;
+use crate::sandbox::{self, SandboxError, SandboxPlan, SandboxStatus};
 
 /// Where the enclave finds what it needs.
 #[derive(Debug, Clone)]
@@ -48,11 +49,16 @@ pub struct Enclave {
     pub(crate) opener: Opener,
     pub(crate) signing: SigningKey,
     pub(crate) provider: Box<dyn AttestationProvider + Send + Sync>,
-    pub(crate) audit: Mutex<AuditLog>,
+    /// The audit log, with group commit across concurrent requests.
+    pub(crate) audit: cloister_audit::SharedLog,
     pub(crate) replay: Mutex<ReplayGuard>,
     /// Key for the keyed digests of inputs and outputs in audit records.
     pub(crate) digest_key: [u8; 32],
     pub(crate) rate: crate::handler::RateLimiter,
+    /// What the sandbox enforces, as bound into the evidence (`none` until lock-down).
+    pub(crate) sandbox_status: String,
+    /// Which sandbox barriers are in force (none until [`Enclave::lock_down`]).
+    pub(crate) sandbox: SandboxStatus,
 }
 
 impl Enclave {
@@ -81,22 +87,68 @@ impl Enclave {
         let opener = Opener::new(cloister_seal::generate_key_config(1)?)?;
         let signing = SigningKey::generate(&mut rand::rngs::OsRng);
         let provider = make_provider(&policy, opts.sim_root.as_deref())?;
-        let audit = AuditLog::open(&opts.audit_dir)
-            .with_context(|| format!("open audit log in {}", opts.audit_dir.display()))?;
+        // Checkpoints are signed with the attested key; the key file lets auditors verify offline.
+        let audit = AuditLog::open_with_signer(
+            &opts.audit_dir,
+            cloister_audit::CheckpointPolicy::default(),
+            signing.clone(),
+        )
+        .with_context(|| format!("open audit log in {}", opts.audit_dir.display()))?;
+        if let cloister_audit::Recovery::TruncatedTornTail(_) = audit.recovery() {
+            tracing::warn!("{}", audit.recovery());
+        }
         let mut digest_key = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut digest_key);
         let window_ms = policy.service.replay_window_secs.saturating_mul(1000);
+        let sandbox = SandboxStatus::unconfined(policy.sandbox.mode);
         Ok(Enclave {
             policy,
             models,
             opener,
             signing,
             provider,
-            audit: Mutex::new(audit),
+            audit: cloister_audit::SharedLog::new(audit),
             replay: Mutex::new(ReplayGuard::new(window_ms)),
             digest_key,
             rate: Default::default(),
+            sandbox_status: "none".to_string(),
+            sandbox,
         })
+    }
+
+    /// What the sandbox must allow after start-up: read the policy, the model files and the
+    /// simulated key root; read and write the audit directory and the socket's directory.
+    pub fn sandbox_plan(&self, opts: &StartOptions, socket: &Path) -> SandboxPlan {
+        let mut read_only = vec![opts.policy.clone()];
+        read_only.extend(
+            self.policy
+                .models
+                .iter()
+                .map(|m| m.resolved_path(&self.policy.base_dir)),
+        );
+        read_only.extend(opts.sim_root.clone());
+        let mut read_write = vec![opts.audit_dir.clone()];
+        read_write.extend(socket.parent().map(Path::to_path_buf));
+        SandboxPlan {
+            mode: self.policy.sandbox.mode,
+            read_only,
+            read_write,
+            max_open_files: sandbox::DEFAULT_MAX_OPEN_FILES,
+        }
+    }
+
+    /// Confines this process ([`sandbox::lock_down`]) and records which barriers are in force,
+    /// also as the sandbox status bound into later evidence ([`SandboxStatus::describe`]).
+    /// Call once, single-threaded, after start-up and before the first request is read.
+    pub fn lock_down(&mut self, plan: &SandboxPlan) -> Result<&SandboxStatus, SandboxError> {
+        self.sandbox = sandbox::lock_down(plan)?;
+        self.sandbox_status = self.sandbox.describe();
+        Ok(&self.sandbox)
+    }
+
+    /// Which sandbox barriers are in force.
+    pub fn sandbox(&self) -> &SandboxStatus {
+        &self.sandbox
     }
 
     /// What the evidence binds, less the client's nonce.
@@ -111,8 +163,14 @@ impl Enclave {
                 .map(|(id, m)| (id.clone(), m.sha256))
                 .collect(),
             build_version: cloister_protocol::BUILD_VERSION.to_string(),
+            sandbox_status: self.sandbox_status.clone(),
             nonce,
         }
+    }
+
+    /// Records what the sandbox enforces; it is bound into every later evidence bundle.
+    pub fn set_sandbox_status(&mut self, status: String) {
+        self.sandbox_status = status;
     }
 
     /// The attestation provider's name.

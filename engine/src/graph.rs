@@ -152,10 +152,12 @@ impl Graph {
             while node_inputs.last().is_some_and(String::is_empty) {
                 node_inputs.pop();
             }
-            if node_inputs.iter().any(String::is_empty) {
-                return Err(EngineError::UnsupportedFeature(format!(
-                    "node {name:?} omits an optional input before a present one"
-                )));
+            if node_inputs.iter().any(String::is_empty) && !ids.contains_key("") {
+                // An optional input omitted before a present one reads the shared "absent"
+                // value: an empty `[0]` tensor (see `ops::is_absent`).
+                let t = Arc::new(Tensor::from_f32(vec![0], Vec::new())?);
+                let fact = TypeShape::of_constant(t.clone());
+                define(&mut values, &mut ids, "", ValueSource::Initializer(t), fact)?;
             }
             for o in n.output.iter().filter(|o| !o.is_empty()) {
                 if producer.insert(o.clone(), i).is_some() {
@@ -217,7 +219,8 @@ impl Graph {
             })?;
             let in_facts: Vec<TypeShape> =
                 input_ids.iter().map(|&i| values[i].fact.clone()).collect();
-            let out_facts = op.infer(&in_facts).map_err(wrap)?;
+            let mut out_facts = op.infer(&in_facts).map_err(wrap)?;
+            fold_constants(op.as_ref(), &in_facts, &mut out_facts).map_err(wrap)?;
             if out_facts.len() < p.outputs.iter().filter(|o| !o.is_empty()).count()
                 || out_facts.len() < p.outputs.len()
             {
@@ -294,6 +297,42 @@ impl Graph {
             free_after,
         })
     }
+}
+
+/// Largest input (in elements) that load-time constant folding evaluates.
+const FOLD_LIMIT: usize = 1 << 16;
+
+/// Load-time constant propagation for inference: when every input of a node is a known
+/// constant (small enough), evaluates the node once and records the exact output values and
+/// shapes, so shape-computing subgraphs (`Shape` → `Gather` → `Concat` → `Reshape`) infer exact
+/// shapes downstream. The node still runs at request time; folding it away is a later pass.
+fn fold_constants(op: &dyn Operator, ins: &[TypeShape], outs: &mut [TypeShape]) -> Result<()> {
+    if ins.is_empty()
+        || ins
+            .iter()
+            .any(|f| f.value.as_ref().is_none_or(|v| v.len() > FOLD_LIMIT))
+    {
+        return Ok(());
+    }
+    let tensors: Vec<&Tensor> = ins.iter().filter_map(|f| f.value.as_deref()).collect();
+    // An evaluation error here is reported again, with context, when the node runs.
+    let Ok(results) = op.eval(&tensors) else {
+        return Ok(());
+    };
+    for (fact, t) in outs.iter_mut().zip(results) {
+        if t.dtype() != fact.dtype || t.rank() != fact.rank() {
+            return Err(EngineError::InvalidModel(format!(
+                "operator {} evaluates to {} {:?} but infers {} {}",
+                op.op_type(),
+                t.dtype(),
+                t.shape(),
+                fact.dtype,
+                crate::types::format_dims(&fact.shape)
+            )));
+        }
+        *fact = TypeShape::of_constant(Arc::new(t));
+    }
+    Ok(())
 }
 
 /// Adds a value; every name may be defined once (SSA).

@@ -10,7 +10,8 @@
 //!   inference;
 //! - [`executor`](crate::Model::run) evaluates nodes in order and frees intermediates after
 //!   their last use;
-//! - [`ops`] holds the reference kernels.
+//! - [`ops`] holds the reference kernels;
+//! - [`conformance`] runs the ONNX backend node tests against all of the above.
 //!
 //! Architecture invariants: no `unsafe`; malformed model bytes or requests produce an
 //! [`EngineError`], never a panic; only [`onnx`] knows about protobuf.
@@ -20,10 +21,12 @@
 
 pub mod attributes;
 pub mod broadcast;
+pub mod conformance;
 pub mod dtype;
 pub mod error;
 mod executor;
 pub mod graph;
+pub mod lowp;
 mod model;
 pub mod onnx;
 pub mod ops;

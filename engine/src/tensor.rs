@@ -27,6 +27,51 @@ pub enum TensorData {
     U8(Vec<u8>),
     /// `bool` elements.
     Bool(Vec<bool>),
+    /// `float16` elements.
+    F16(Vec<half::f16>),
+    /// `bfloat16` elements.
+    BF16(Vec<half::bf16>),
+    /// `int16` elements.
+    I16(Vec<i16>),
+    /// `uint16` elements.
+    U16(Vec<u16>),
+    /// `uint32` elements.
+    U32(Vec<u32>),
+    /// `uint64` elements.
+    U64(Vec<u64>),
+    /// `string` elements (not an [`Element`]: kernels that copy elements reject it).
+    String(Vec<String>),
+    /// Low-precision elements (`float8*`, `float4e2m1`, `int4`/`uint4`, `int2`/`uint2`), one
+    /// code per byte, unpacked (see [`crate::lowp`]).
+    Bits {
+        /// Which low-precision dtype the codes are.
+        dtype: DType,
+        /// One code per element, in the format's low bits.
+        codes: Vec<u8>,
+    },
+}
+
+/// Applies an expression to the vector inside any [`TensorData`] variant.
+macro_rules! each_variant {
+    ($data:expr, $v:ident => $body:expr) => {
+        match $data {
+            TensorData::F32($v) => $body,
+            TensorData::F64($v) => $body,
+            TensorData::I64($v) => $body,
+            TensorData::I32($v) => $body,
+            TensorData::I8($v) => $body,
+            TensorData::U8($v) => $body,
+            TensorData::Bool($v) => $body,
+            TensorData::F16($v) => $body,
+            TensorData::BF16($v) => $body,
+            TensorData::I16($v) => $body,
+            TensorData::U16($v) => $body,
+            TensorData::U32($v) => $body,
+            TensorData::U64($v) => $body,
+            TensorData::String($v) => $body,
+            TensorData::Bits { codes: $v, .. } => $body,
+        }
+    };
 }
 
 impl TensorData {
@@ -40,20 +85,20 @@ impl TensorData {
             TensorData::I8(_) => DType::I8,
             TensorData::U8(_) => DType::U8,
             TensorData::Bool(_) => DType::Bool,
+            TensorData::F16(_) => DType::F16,
+            TensorData::BF16(_) => DType::BF16,
+            TensorData::I16(_) => DType::I16,
+            TensorData::U16(_) => DType::U16,
+            TensorData::U32(_) => DType::U32,
+            TensorData::U64(_) => DType::U64,
+            TensorData::String(_) => DType::String,
+            TensorData::Bits { dtype, .. } => *dtype,
         }
     }
 
     /// Number of elements stored.
     pub fn len(&self) -> usize {
-        match self {
-            TensorData::F32(v) => v.len(),
-            TensorData::F64(v) => v.len(),
-            TensorData::I64(v) => v.len(),
-            TensorData::I32(v) => v.len(),
-            TensorData::I8(v) => v.len(),
-            TensorData::U8(v) => v.len(),
-            TensorData::Bool(v) => v.len(),
-        }
+        each_variant!(self, v => v.len())
     }
 
     /// Whether no elements are stored.
@@ -95,6 +140,12 @@ element!(i32, I32);
 element!(i8, I8);
 element!(u8, U8);
 element!(bool, Bool);
+element!(half::f16, F16);
+element!(half::bf16, BF16);
+element!(i16, I16);
+element!(u16, U16);
+element!(u32, U32);
+element!(u64, U64);
 
 /// A dense, row-major, owned tensor.
 #[derive(Debug, Clone, PartialEq)]

@@ -29,6 +29,9 @@ id = "digits"
 path = "models/digits.onnx"      # relative paths resolve against this file's directory
 sha256 = "{MODEL_SHA256}"
 description = "Digit classifier trained on scikit-learn's load_digits"
+
+[sandbox]
+mode = "enforce"                 # "enforce": start only with every barrier | "best-effort"
 "#;
 
 /// Renders the embedded development policy: tenant `dev` (whose API key hashes to

@@ -31,6 +31,8 @@
 //! path = "models/digits.onnx"   # relative to the policy file's directory
 //! sha256 = "<64 hex>"
 //! description = "optional"
+//! [sandbox]                     # optional
+//! mode = "enforce"              # "enforce" (default) | "best-effort"
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -67,6 +69,8 @@ pub struct Policy {
     pub tenants: Vec<Tenant>,
     /// What can be served, in file order; ids are unique.
     pub models: Vec<ModelEntry>,
+    /// How strictly the enclave process is confined (`[sandbox]`, optional).
+    pub sandbox: Sandbox,
     /// The directory relative model paths resolve against: the policy file's directory for
     /// [`Policy::load`], empty (the current directory) for [`Policy::from_toml_str`].
     pub base_dir: PathBuf,
@@ -136,6 +140,35 @@ pub struct Attestation {
     /// SHA-384 launch measurements clients should accept (informational for clients; may be
     /// empty).
     pub expected_measurements: Vec<[u8; 48]>,
+}
+
+/// `[sandbox]`: how the enclave confines itself after start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Sandbox {
+    /// What to do when the kernel cannot provide a barrier.
+    pub mode: SandboxMode,
+}
+
+/// What the enclave does when the kernel cannot provide a sandbox barrier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SandboxMode {
+    /// Every barrier is required: start-up stops with an error naming the one that is missing.
+    /// The default, and the only mode for production.
+    Enforce,
+    /// Start with the barriers the kernel provides, and report exactly which are in force.
+    BestEffort,
+}
+
+impl SandboxMode {
+    /// The name used in policy files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxMode::Enforce => "enforce",
+            SandboxMode::BestEffort => "best-effort",
+        }
+    }
 }
 
 /// `[[tenants]]`: a caller, identified by the SHA-256 of its API key.

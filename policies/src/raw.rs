@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
-use crate::Provider;
+use crate::{Provider, SandboxMode};
 
 /// Read first, leniently, so that a file for another schema version is reported as such
 /// rather than as a list of unknown fields.
@@ -25,6 +25,8 @@ pub(crate) struct RawPolicy {
     pub tenants: Vec<RawTenant>,
     #[serde(default)]
     pub models: Vec<RawModel>,
+    #[serde(default)]
+    pub sandbox: Option<RawSandbox>,
 }
 
 #[derive(Deserialize)]
@@ -64,4 +66,11 @@ pub(crate) struct RawModel {
     pub sha256: Spanned<String>,
     #[serde(default)]
     pub description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSandbox {
+    #[serde(default)]
+    pub mode: Option<Spanned<SandboxMode>>,
 }

@@ -8,8 +8,8 @@ use serde_spanned::Spanned;
 
 use crate::raw::{RawPolicy, VersionProbe};
 use crate::{
-    Attestation, Location, ModelEntry, Policy, PolicyError, Provider, Service, Tenant,
-    SCHEMA_VERSION,
+    Attestation, Location, ModelEntry, Policy, PolicyError, Provider, Sandbox, SandboxMode,
+    Service, Tenant, SCHEMA_VERSION,
 };
 
 /// Parses `src` into a validated policy, or returns every problem found (never an empty list).
@@ -34,6 +34,14 @@ pub(crate) fn parse(src: &str, origin: &str, digest: [u8; 32]) -> Result<Policy,
     let attestation = ctx.attestation(&raw, &mut errors);
     let models = ctx.models(&raw, &mut errors);
     let tenants = ctx.tenants(&raw, &mut errors);
+    // `[sandbox]` is optional and every value is checked by its type: absent means `enforce`.
+    let sandbox = Sandbox {
+        mode: raw
+            .sandbox
+            .as_ref()
+            .and_then(|s| s.mode.as_ref())
+            .map_or(SandboxMode::Enforce, |m| *m.get_ref()),
+    };
 
     for (section, empty) in [
         ("tenants", raw.tenants.is_empty()),
@@ -57,6 +65,7 @@ pub(crate) fn parse(src: &str, origin: &str, digest: [u8; 32]) -> Result<Policy,
         attestation,
         tenants,
         models,
+        sandbox,
         base_dir: Default::default(),
         digest,
         origin: origin.to_string(),

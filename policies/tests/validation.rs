@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use cloister_policy::{default_policy_toml, Policy, PolicyError, Provider};
+use cloister_policy::{default_policy_toml, Policy, PolicyError, Provider, SandboxMode};
 
 const KEY: &str = "5a96b0b5987eb036e6d561bd08df5c59d97786ae6ca224fbc878dfbaf37bbf22";
 const MODEL: &str = "dde6ff292ade1b87b6539695afe580737d973cc1cef97042347ccb5ac8401817";
@@ -550,4 +550,36 @@ fn garbage_never_panics() {
     ] {
         assert!(Policy::from_toml_str(junk, "p").is_err());
     }
+}
+
+#[test]
+fn sandbox_mode_defaults_to_enforce_and_is_checked() {
+    let p = Policy::from_toml_str(&valid(), "policy.toml").unwrap();
+    assert_eq!(p.sandbox.mode, SandboxMode::Enforce);
+
+    let src = format!("{}\n[sandbox]\nmode = \"best-effort\"\n", valid());
+    let p = Policy::from_toml_str(&src, "policy.toml").unwrap();
+    assert_eq!(p.sandbox.mode, SandboxMode::BestEffort);
+    assert_eq!(p.sandbox.mode.as_str(), "best-effort");
+
+    let src = format!("{}\n[sandbox]\n", valid());
+    let p = Policy::from_toml_str(&src, "policy.toml").unwrap();
+    assert_eq!(p.sandbox.mode, SandboxMode::Enforce);
+
+    // An unknown mode points at the value and names the accepted ones.
+    let lines = valid().lines().count();
+    let src = format!("{}\n[sandbox]\nmode = \"off\"\n", valid());
+    let e = error(&src);
+    assert!(matches!(e, PolicyError::WrongType { .. }), "{e:?}");
+    assert_at(&e, lines + 3, 8);
+    assert!(e.message().contains("best-effort"), "{e}");
+
+    // A typo in the table is an unknown field with a position.
+    let src = format!("{}\n[sandbox]\nmod = \"enforce\"\n", valid());
+    let e = error(&src);
+    assert!(
+        matches!(&e, PolicyError::UnknownField { field, .. } if field == "mod"),
+        "{e:?}"
+    );
+    assert_at(&e, lines + 3, 1);
 }

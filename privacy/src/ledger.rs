@@ -91,8 +91,12 @@ pub enum LedgerError {
 /// A budget ledger.
 pub trait Ledger: Send {
     /// Charges `cost` to every account in `accounts`, all or nothing, durably.
-    fn charge(&mut self, request_id: &str, accounts: &[String], cost: Rho)
-        -> Result<Charge, LedgerError>;
+    fn charge(
+        &mut self,
+        request_id: &str,
+        accounts: &[String],
+        cost: Rho,
+    ) -> Result<Charge, LedgerError>;
     /// Total spent by an account.
     fn spent(&self, account: &str) -> Rho;
     /// The account's cap, if any.
@@ -162,12 +166,13 @@ impl FileLedger {
         let mut recovery = Recovery::Clean;
         while pos < bytes.len() {
             line_no += 1;
-            let end = bytes[pos..].iter().position(|&b| b == b'\n').map(|i| pos + i);
-            let parsed = end
-                .ok_or_else(|| "no newline".to_string())
-                .and_then(|e| {
-                    serde_json::from_slice::<Line>(&bytes[pos..e]).map_err(|e| e.to_string())
-                });
+            let end = bytes[pos..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map(|i| pos + i);
+            let parsed = end.ok_or_else(|| "no newline".to_string()).and_then(|e| {
+                serde_json::from_slice::<Line>(&bytes[pos..e]).map_err(|e| e.to_string())
+            });
             match parsed {
                 Ok(line) => {
                     let cost = Rho::from_nano(line.cost_nano);
@@ -293,11 +298,19 @@ mod tests {
         let (mut l, r) = FileLedger::open(&path, caps()).unwrap();
         assert_eq!(r, Recovery::Clean);
         let c = Rho::from_nano(25);
-        assert!(matches!(l.charge("r1", &accounts("a"), c).unwrap(), Charge::Charged { .. }));
-        assert!(matches!(l.charge("r2", &accounts("a"), c).unwrap(), Charge::Charged { .. }));
+        assert!(matches!(
+            l.charge("r1", &accounts("a"), c).unwrap(),
+            Charge::Charged { .. }
+        ));
+        assert!(matches!(
+            l.charge("r2", &accounts("a"), c).unwrap(),
+            Charge::Charged { .. }
+        ));
         // Tenant a has 10 left: refused, nothing written.
         match l.charge("r3", &accounts("a"), c).unwrap() {
-            Charge::Refused { account, remaining, .. } => {
+            Charge::Refused {
+                account, remaining, ..
+            } => {
                 assert_eq!(account, tenant_account("a"));
                 assert_eq!(remaining, Rho::from_nano(10));
             }
@@ -305,10 +318,19 @@ mod tests {
         }
         assert_eq!(l.spent(GLOBAL), Rho::from_nano(50));
         // Duplicate request id: charged once.
-        assert_eq!(l.charge("r1", &accounts("a"), c).unwrap(), Charge::Duplicate { cost: c });
+        assert_eq!(
+            l.charge("r1", &accounts("a"), c).unwrap(),
+            Charge::Duplicate { cost: c }
+        );
         // Colluding tenants add up under the global cap: b can spend 50 more, not 60.
-        assert!(matches!(l.charge("r4", &accounts("b"), c).unwrap(), Charge::Charged { .. }));
-        assert!(matches!(l.charge("r5", &accounts("b"), c).unwrap(), Charge::Charged { .. }));
+        assert!(matches!(
+            l.charge("r4", &accounts("b"), c).unwrap(),
+            Charge::Charged { .. }
+        ));
+        assert!(matches!(
+            l.charge("r5", &accounts("b"), c).unwrap(),
+            Charge::Charged { .. }
+        ));
         match l.charge("r6", &accounts("b"), Rho::from_nano(1)).unwrap() {
             Charge::Refused { account, .. } => assert_eq!(account, GLOBAL),
             other => panic!("{other:?}"),

@@ -112,7 +112,9 @@ impl NoisyMax {
     /// Releases the index of the (noisily) largest vote count.
     pub fn release(&self, votes: &[i64]) -> Result<usize, PrivacyError> {
         if votes.is_empty() {
-            return Err(PrivacyError::Mechanism("no candidates to choose from".into()));
+            return Err(PrivacyError::Mechanism(
+                "no candidates to choose from".into(),
+            ));
         }
         self.measurement.invoke(&votes.to_vec()).map_err(opendp_err)
     }

@@ -49,7 +49,23 @@ pub enum TapMode {
     FlipReportByte(usize),
     /// Answer attestation requests with this earlier evidence (a replay: wrong nonce).
     ReplayEvidence(Vec<u8>),
+    /// Put the tap's own HPKE key into the real evidence, leaving the report as it is.
+    SubstituteKey,
+    /// Put the tap's own HPKE key into evidence re-signed by a SIMULATED root of the tap's own,
+    /// with the real measurement: otherwise valid, but not from the pinned root.
+    ForgeWithOwnRoot(Arc<cloister_attestation::SimRoot>),
+    /// Remove the nonce from the evidence.
+    StripNonce,
+    /// Hold sealed responses in pairs and deliver each to the other request.
+    SwapResponses,
+    /// Forward every sealed request twice; the client sees the first answer.
+    ReplaySealed,
+    /// Never answer sealed requests (a hung enclave).
+    Stall,
 }
+
+/// A pending response parked by [`TapMode::SwapResponses`].
+type Parked = Arc<Mutex<Option<(Vec<u8>, tokio::sync::oneshot::Sender<Vec<u8>>)>>>;
 
 /// Frames seen by the tap, in order: (direction, frame). `true` = gateway → enclave.
 pub type Transcript = Arc<Mutex<Vec<(bool, Frame)>>>;
@@ -107,6 +123,7 @@ impl Service {
             ca_cert: dir.ca_cert(),
             trust_root: dir.trust_root(),
             allow_simulated: true,
+            require_sandbox: false,
             expected_measurements: vec![hex::encode(measurement)],
             tenant: "dev".into(),
             api_key: prepared.api_key,
@@ -206,6 +223,45 @@ impl Service {
         matches!(self.enclave.try_wait(), Ok(None)) && matches!(self.gateway.try_wait(), Ok(None))
     }
 
+    /// Sends raw bytes over a fresh TLS connection to the gateway and reads until it closes
+    /// (or 10 s pass); returns the status line and the body. For requests a well-behaved
+    /// client would not send: stalled bodies, lying content lengths.
+    pub fn raw_https(&self, request: &str) -> (String, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut roots = rustls::RootCertStore::empty();
+        let pem = std::fs::read(&self.profile.ca_cert).unwrap();
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let addr = self.addr;
+        let request = request.to_string();
+        self.block_on(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+            let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+            let mut tls = connector.connect(name, tcp).await.unwrap();
+            tls.write_all(request.as_bytes()).await.unwrap();
+            tls.flush().await.unwrap();
+            let mut buf = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut buf)).await;
+            let text = String::from_utf8_lossy(&buf).to_string();
+            let status = text.lines().next().unwrap_or_default().to_string();
+            let body = text
+                .split("\r\n\r\n")
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            (status, body)
+        })
+    }
+
     /// The audit directory.
     pub fn audit_dir(&self) -> PathBuf {
         self.dir.audit()
@@ -242,10 +298,12 @@ async fn tap(
     transcript: Transcript,
     mode: Arc<Mutex<TapMode>>,
 ) {
+    let parked: Parked = Arc::default();
     while let Ok((mut from_gateway, _)) = listener.accept().await {
         let enclave = enclave.clone();
         let transcript = transcript.clone();
         let mode = mode.clone();
+        let parked = parked.clone();
         tokio::spawn(async move {
             let Ok(mut to_enclave) = UnixStream::connect(&enclave).await else {
                 return;
@@ -257,6 +315,10 @@ async fn tap(
                     (TapMode::ReplayEvidence(old), FrameKind::AttestRequest) => {
                         Frame::new(FrameKind::Evidence, old.clone())
                     }
+                    (TapMode::Stall, FrameKind::SealedRequest) => {
+                        tokio::time::sleep(Duration::from_secs(120)).await;
+                        return;
+                    }
                     _ => {
                         if request.write_to(&mut to_enclave).await.is_err() {
                             return;
@@ -264,10 +326,34 @@ async fn tap(
                         let Ok(mut answer) = Frame::read_from(&mut to_enclave).await else {
                             return;
                         };
-                        if let (TapMode::FlipReportByte(offset), FrameKind::Evidence) =
-                            (&current, answer.kind)
-                        {
-                            answer.payload = flip_report_byte(&answer.payload, *offset);
+                        match (&current, answer.kind) {
+                            (TapMode::FlipReportByte(offset), FrameKind::Evidence) => {
+                                answer.payload = flip_report_byte(&answer.payload, *offset);
+                            }
+                            (TapMode::SubstituteKey, FrameKind::Evidence) => {
+                                answer.payload = forge_evidence(&answer.payload, None);
+                            }
+                            (TapMode::ForgeWithOwnRoot(root), FrameKind::Evidence) => {
+                                answer.payload = forge_evidence(&answer.payload, Some(root));
+                            }
+                            (TapMode::StripNonce, FrameKind::Evidence) => {
+                                let mut doc: serde_json::Value =
+                                    serde_json::from_slice(&answer.payload).unwrap();
+                                doc["nonce"] = serde_json::Value::String(String::new());
+                                answer.payload = serde_json::to_vec(&doc).unwrap();
+                            }
+                            (TapMode::SwapResponses, FrameKind::SealedResponse) => {
+                                answer.payload = swap(&parked, answer.payload).await;
+                            }
+                            (TapMode::ReplaySealed, FrameKind::SealedResponse) => {
+                                if request.write_to(&mut to_enclave).await.is_ok() {
+                                    if let Ok(second) = Frame::read_from(&mut to_enclave).await {
+                                        transcript.lock().unwrap().push((true, request.clone()));
+                                        transcript.lock().unwrap().push((false, second));
+                                    }
+                                }
+                            }
+                            _ => {}
                         }
                         answer
                     }
@@ -279,6 +365,49 @@ async fn tap(
             }
         });
     }
+}
+
+/// Exchanges this response with the next one to arrive (two concurrent clients).
+async fn swap(parked: &Parked, mine: Vec<u8>) -> Vec<u8> {
+    let partner = parked.lock().unwrap().take();
+    match partner {
+        Some((theirs, sender)) => {
+            let _ = sender.send(mine);
+            theirs
+        }
+        None => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            *parked.lock().unwrap() = Some((mine.clone(), tx));
+            match tokio::time::timeout(Duration::from_secs(20), rx).await {
+                Ok(Ok(theirs)) => theirs,
+                _ => mine,
+            }
+        }
+    }
+}
+
+/// Replaces the evidence's HPKE key with a fresh one the tap holds. With `root`, the report is
+/// re-made for the new binding (same measurement) and signed by `root`'s VCEK.
+fn forge_evidence(
+    evidence_json: &[u8],
+    root: Option<&Arc<cloister_attestation::SimRoot>>,
+) -> Vec<u8> {
+    use cloister_attestation::{
+        report_data, AttestationProvider, AttestationReport, EvidenceBundle, SimProvider,
+    };
+    let mut bundle =
+        EvidenceBundle::from_json(std::str::from_utf8(evidence_json).unwrap()).unwrap();
+    let own = cloister_seal::generate_key_config(1).unwrap();
+    bundle.hpke_key_config = cloister_seal::encode_key_config(&own).unwrap();
+    if let Some(root) = root {
+        let measurement = AttestationReport::from_bytes(&bundle.report)
+            .unwrap()
+            .measurement;
+        let provider = SimProvider::new((**root).clone(), measurement);
+        let raw = provider.report(report_data(&bundle.binding())).unwrap();
+        bundle = EvidenceBundle::new("sim", true, raw, bundle.binding());
+    }
+    bundle.to_json().unwrap().into_bytes()
 }
 
 /// Flips one byte of the hex-encoded `report` field of an evidence bundle.

@@ -99,6 +99,42 @@ fn cloister_up_attest_infer_and_clean_stop() {
     assert_eq!(doc["passed"], true);
     assert_eq!(doc["simulated"], true);
 
+    // Save the evidence, re-verify it offline, and refuse a tampered copy.
+    let saved = tmp.path().join("evidence.json");
+    let out = Command::new(bins.join("cloister"))
+        .args(["attest", "--profile"])
+        .arg(&profile)
+        .arg("--save-evidence")
+        .arg(&saved)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = Command::new(bins.join("cloister"))
+        .args(["attest", "--profile"])
+        .arg(&profile)
+        .arg("--evidence")
+        .arg(&saved)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("not that it is live"), "{text}");
+    let tampered_evidence = tmp.path().join("tampered.json");
+    std::fs::write(
+        &tampered_evidence,
+        cloister_e2e::flip_report_byte(&std::fs::read(&saved).unwrap(), 0x90),
+    )
+    .unwrap();
+    let out = Command::new(bins.join("cloister"))
+        .args(["attest", "--profile"])
+        .arg(&profile)
+        .arg("--evidence")
+        .arg(&tampered_evidence)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("[FAIL] report-signature"));
+
     // A client with a tampered expected measurement exits non-zero and sends nothing.
     let mut tampered = cloister::profile::Profile::load(&profile).unwrap();
     tampered.expected_measurements = vec!["ab".repeat(48)];
@@ -187,4 +223,37 @@ fn policy_check_reports_line_and_column() {
     assert!(!out.status.success());
     assert!(err.contains(&format!("typo.toml:{line}:")), "{err}");
     assert!(err.contains("tenantz"), "{err}");
+}
+
+#[test]
+fn attest_verify_report_checks_a_real_milan_report_offline() {
+    let bins = bin_dir();
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../attestation/tests/data");
+    let run = |extra: &[&str]| {
+        Command::new(bins.join("cloister"))
+            .args(["attest", "verify-report", "--report"])
+            .arg(data.join("report_milan.hex"))
+            .arg("--vcek")
+            .arg(data.join("vcek_milan.der"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("[PASS] report-signature"), "{text}");
+    assert!(text.contains("[PASS] vcek-matches-report"), "{text}");
+    let chain = data.join("cert_chain_milan");
+    let out = run(&["--chain", chain.to_str().unwrap(), "--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["passed"], true);
+    // The Milan VCEK does not chain to Genoa's built-in ASK...
+    let out = run(&["--product", "genoa"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("[FAIL] vcek-signed-by-ask"));
+    // ...and Milan's chain is not Genoa's pinned root.
+    let out = run(&["--product", "genoa", "--chain", chain.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("[FAIL] ark-pinned-and-self-signed"));
 }

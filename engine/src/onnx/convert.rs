@@ -38,7 +38,34 @@ pub(crate) fn tensor_from_proto(t: &TensorProto) -> Result<Tensor> {
         ))
     };
 
-    let data = if let Some(raw) = &t.raw_data {
+    let data = if let Some(b) = crate::lowp::bits(dtype) {
+        let packed: Vec<u8> = match &t.raw_data {
+            Some(raw) => raw.clone(),
+            None => narrow_int32::<u8>(name, &t.int32_data)?,
+        };
+        let want = crate::lowp::packed_len(dtype, n);
+        let got = packed.len();
+        if got != want {
+            return Err(bad_len(got * 8 / b));
+        }
+        TensorData::Bits {
+            dtype,
+            codes: crate::lowp::unpack(dtype, &packed, n),
+        }
+    } else if dtype == DType::String {
+        let v = t
+            .string_data
+            .iter()
+            .map(|b| String::from_utf8(b.clone()))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|_| {
+                EngineError::InvalidModel(format!("tensor {name:?}: string is not UTF-8"))
+            })?;
+        if v.len() != n {
+            return Err(bad_len(v.len()));
+        }
+        TensorData::String(v)
+    } else if let Some(raw) = &t.raw_data {
         let width = dtype.size_of();
         if raw.len() != n.checked_mul(width).ok_or_else(|| bad_len(raw.len()))? {
             return Err(bad_len(raw.len() / width));
@@ -53,6 +80,35 @@ pub(crate) fn tensor_from_proto(t: &TensorProto) -> Result<Tensor> {
             DType::I8 => TensorData::I8(narrow_int32(name, &t.int32_data)?),
             DType::U8 => TensorData::U8(narrow_int32(name, &t.int32_data)?),
             DType::Bool => TensorData::Bool(t.int32_data.iter().map(|&v| v != 0).collect()),
+            DType::I16 => TensorData::I16(narrow_int32(name, &t.int32_data)?),
+            DType::U16 => TensorData::U16(narrow_int32(name, &t.int32_data)?),
+            // 16-bit floats travel as their bit patterns in `int32_data`.
+            DType::F16 => TensorData::F16(
+                narrow_int32::<u16>(name, &t.int32_data)?
+                    .into_iter()
+                    .map(half::f16::from_bits)
+                    .collect(),
+            ),
+            DType::BF16 => TensorData::BF16(
+                narrow_int32::<u16>(name, &t.int32_data)?
+                    .into_iter()
+                    .map(half::bf16::from_bits)
+                    .collect(),
+            ),
+            DType::U32 => TensorData::U32(
+                t.uint64_data
+                    .iter()
+                    .map(|&x| {
+                        u32::try_from(x).map_err(|_| {
+                            EngineError::InvalidModel(format!(
+                                "tensor {name:?}: value {x} out of range"
+                            ))
+                        })
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+            DType::U64 => TensorData::U64(t.uint64_data.clone()),
+            _ => TensorData::String(Vec::new()),
         };
         if typed.len() != n {
             return Err(bad_len(typed.len()));
@@ -91,6 +147,13 @@ fn decode_raw(dtype: DType, raw: &[u8]) -> TensorData {
         DType::I8 => TensorData::I8(chunks(raw, i8::from_le_bytes)),
         DType::U8 => TensorData::U8(raw.to_vec()),
         DType::Bool => TensorData::Bool(raw.iter().map(|&b| b != 0).collect()),
+        DType::F16 => TensorData::F16(chunks(raw, half::f16::from_le_bytes)),
+        DType::BF16 => TensorData::BF16(chunks(raw, half::bf16::from_le_bytes)),
+        DType::I16 => TensorData::I16(chunks(raw, i16::from_le_bytes)),
+        DType::U16 => TensorData::U16(chunks(raw, u16::from_le_bytes)),
+        DType::U32 => TensorData::U32(chunks(raw, u32::from_le_bytes)),
+        DType::U64 => TensorData::U64(chunks(raw, u64::from_le_bytes)),
+        _ => TensorData::String(Vec::new()),
     }
 }
 
@@ -287,12 +350,12 @@ mod tests {
             Err(EngineError::UnsupportedFeature(_))
         ));
         let t = TensorProto {
-            data_type: Some(10), // float16
+            data_type: Some(27), // beyond the known codes
             ..Default::default()
         };
         assert!(matches!(
             tensor_from_proto(&t),
-            Err(EngineError::UnsupportedDtype(10))
+            Err(EngineError::UnsupportedDtype(27))
         ));
     }
 }

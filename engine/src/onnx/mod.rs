@@ -21,3 +21,12 @@ use crate::error::{EngineError, Result};
 pub fn decode_model(bytes: &[u8]) -> Result<proto::ModelProto> {
     proto::ModelProto::decode(bytes).map_err(|e| EngineError::MalformedProtobuf(e.to_string()))
 }
+
+/// Decodes a serialized `TensorProto` (a test-data `.pb` file), returning its name (if any)
+/// and value.
+pub fn decode_tensor(bytes: &[u8]) -> Result<(Option<String>, crate::Tensor)> {
+    let proto = proto::TensorProto::decode(bytes)
+        .map_err(|e| EngineError::MalformedProtobuf(e.to_string()))?;
+    let t = tensor_from_proto(&proto)?;
+    Ok((proto.name.filter(|n| !n.is_empty()), t))
+}

@@ -1,11 +1,18 @@
-//! Pointwise activations: `Relu`, `Sigmoid`, `Tanh`.
+//! Activations: `Relu`, `Sigmoid`, `Tanh`, and the ones with tensor parameters, `PRelu` (a
+//! broadcast slope) and `Clip` (bounds as inputs, or attributes before opset 11).
 //!
 //! Why together: same shape rule (output = input), same driver; each differs only in the scalar
-//! function. `Sigmoid` uses the two-branch form so large |x| never overflows `exp`.
+//! function. `Sigmoid` uses the two-branch form so large |x| never overflows `exp`. The
+//! attribute-only activations (`LeakyRelu`, `Elu`, ...) live in [`super::unary`].
 
+use super::cast::Convert;
 use super::numeric::Float;
-use super::{check_arity, typed, unsupported_dtype, OpRegistry, Operator};
-use crate::error::Result;
+use super::{
+    check_arity, dispatch_numeric, is_absent, is_absent_tensor, same_dtype, typed,
+    unsupported_dtype, OpRegistry, Operator,
+};
+use crate::broadcast::zip_broadcast;
+use crate::error::{EngineError, Result};
 use crate::tensor::{Element, Tensor};
 use crate::types::TypeShape;
 use crate::DType;
@@ -32,10 +39,7 @@ impl ActivationKind {
 
     fn accepts(self, d: DType) -> bool {
         match self {
-            ActivationKind::Relu => matches!(
-                d,
-                DType::F32 | DType::F64 | DType::I64 | DType::I32 | DType::I8
-            ),
+            ActivationKind::Relu => d.is_float() || (d.is_int() && !d.is_unsigned()),
             ActivationKind::Sigmoid | ActivationKind::Tanh => d.is_float(),
         }
     }
@@ -107,6 +111,9 @@ impl Operator for Activation {
         let out = match x.dtype() {
             DType::F32 => self.float::<f32>(x),
             DType::F64 => self.float::<f64>(x),
+            DType::F16 => self.float::<half::f16>(x),
+            DType::BF16 => self.float::<half::bf16>(x),
+            DType::I16 => self.relu_int::<i16>(x),
             DType::I64 => self.relu_int::<i64>(x),
             DType::I32 => self.relu_int::<i32>(x),
             DType::I8 => self.relu_int::<i8>(x),
@@ -116,7 +123,157 @@ impl Operator for Activation {
     }
 }
 
+/// `PRelu`: `x` where `x >= 0`, else `slope * x`, with `slope` broadcast to `x`.
+#[derive(Debug, Clone, Default)]
+pub struct PRelu;
+
+fn prelu<T: Convert>(x: &Tensor, s: &Tensor) -> Result<Tensor> {
+    let (xv, sv) = (typed::<T>("PRelu", x)?, typed::<T>("PRelu", s)?);
+    let (shape, out) = zip_broadcast(xv, x.shape(), sv, s.shape(), |p, q| {
+        if T::FLOAT {
+            let f = p.to_f64();
+            if f < 0.0 {
+                T::from_f64(f * q.to_f64())
+            } else {
+                p
+            }
+        } else {
+            let i = p.to_i128();
+            if i < 0 {
+                T::from_i128(i * q.to_i128())
+            } else {
+                p
+            }
+        }
+    })?;
+    if shape != x.shape() {
+        return Err(EngineError::operand(
+            "PRelu",
+            format!(
+                "slope {:?} does not broadcast to X {:?}",
+                s.shape(),
+                x.shape()
+            ),
+        ));
+    }
+    Tensor::from_vec(shape, out)
+}
+
+impl Operator for PRelu {
+    fn op_type(&self) -> &str {
+        "PRelu"
+    }
+
+    fn infer(&self, inputs: &[TypeShape]) -> Result<Vec<TypeShape>> {
+        check_arity("PRelu", inputs.len(), 2, 2)?;
+        let dtype = same_dtype("PRelu", inputs)?;
+        if !dtype.is_numeric() {
+            return Err(unsupported_dtype("PRelu", dtype));
+        }
+        Ok(vec![TypeShape::new(dtype, inputs[0].shape.clone())])
+    }
+
+    fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        check_arity("PRelu", inputs.len(), 2, 2)?;
+        let out = dispatch_numeric!(inputs[0].dtype(), T => prelu::<T>(inputs[0], inputs[1])?,
+            other => return Err(unsupported_dtype("PRelu", other)));
+        Ok(vec![out])
+    }
+}
+
+/// `Clip`: clamps to `[min, max]` (either bound optional); NaN stays NaN.
+#[derive(Debug, Clone)]
+pub struct Clip {
+    /// Bounds from attributes (opset < 11); otherwise they are inputs 1 and 2.
+    attr_bounds: Option<(f32, f32)>,
+}
+
+fn bound<T: Element>(t: Option<&&Tensor>) -> Result<Option<T>> {
+    match t {
+        None => Ok(None),
+        Some(t) if is_absent_tensor(t) => Ok(None),
+        Some(t) => {
+            let v = typed::<T>("Clip", t)?;
+            if v.len() != 1 {
+                return Err(EngineError::operand("Clip", "min and max must be scalars"));
+            }
+            Ok(Some(v[0]))
+        }
+    }
+}
+
+fn clip<T: Convert>(x: &Tensor, lo: Option<T>, hi: Option<T>) -> Result<Tensor> {
+    let v = typed::<T>("Clip", x)?;
+    let out = v
+        .iter()
+        .map(|&e| {
+            let e = match lo {
+                Some(l) if e < l => l,
+                _ => e,
+            };
+            match hi {
+                Some(h) if e > h => h,
+                _ => e,
+            }
+        })
+        .collect();
+    Tensor::from_vec(x.shape().to_vec(), out)
+}
+
+impl Operator for Clip {
+    fn op_type(&self) -> &str {
+        "Clip"
+    }
+
+    fn infer(&self, inputs: &[TypeShape]) -> Result<Vec<TypeShape>> {
+        check_arity("Clip", inputs.len(), 1, 3)?;
+        let x = &inputs[0];
+        if !x.dtype.is_numeric() {
+            return Err(unsupported_dtype("Clip", x.dtype));
+        }
+        for b in &inputs[1..] {
+            if !is_absent(b) && b.dtype != x.dtype {
+                return Err(EngineError::operand("Clip", "bounds must have X's dtype"));
+            }
+        }
+        Ok(vec![TypeShape::new(x.dtype, x.shape.clone())])
+    }
+
+    fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        check_arity("Clip", inputs.len(), 1, 3)?;
+        let x = inputs[0];
+        let out = dispatch_numeric!(x.dtype(), T => {
+            let (lo, hi) = match self.attr_bounds {
+                Some((l, h)) => (
+                    Some(<T as Convert>::from_f64(f64::from(l))),
+                    Some(<T as Convert>::from_f64(f64::from(h))),
+                ),
+                None => (bound::<T>(inputs.get(1))?, bound::<T>(inputs.get(2))?),
+            };
+            clip::<T>(x, lo, hi)?
+        }, other => return Err(unsupported_dtype("Clip", other)));
+        Ok(vec![out])
+    }
+}
+
 pub(crate) fn register(r: &mut OpRegistry) {
+    r.register("", "PRelu", |ctx| {
+        if ctx.opset < 7 {
+            return Err(EngineError::UnsupportedFeature(
+                "PRelu before opset 7".into(),
+            ));
+        }
+        Ok(Box::new(PRelu))
+    });
+    r.register("", "Clip", |ctx| {
+        let attr_bounds = if ctx.opset < 11 {
+            let a = ctx.attributes;
+            Some((a.float_or("min", f32::MIN)?, a.float_or("max", f32::MAX)?))
+        } else {
+            None
+        };
+        Ok(Box::new(Clip { attr_bounds }))
+    });
     for kind in [
         ActivationKind::Relu,
         ActivationKind::Sigmoid,

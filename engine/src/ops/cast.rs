@@ -2,11 +2,13 @@
 //!
 //! Why spelled out: conversions must be total and panic-free. Floats go through `f64` and are
 //! converted with Rust `as` (saturating, NaN -> 0 for integers); integers and bools go through
-//! `i64` (wrapping to narrower integers, like numpy); anything -> bool is `!= 0`.
+//! `i128` (wrapping to narrower integers, like numpy; wide enough for every `u64` and `i64`);
+//! anything -> bool is `!= 0`.
 
 use super::{check_arity, dispatch_all, OpRegistry, Operator};
 use crate::error::Result;
-use crate::tensor::{Element, Tensor};
+use crate::lowp::{self, Num, RoundMode};
+use crate::tensor::{Element, Tensor, TensorData};
 use crate::types::TypeShape;
 use crate::DType;
 
@@ -15,9 +17,9 @@ pub(crate) trait Convert: Element {
     /// Whether values should be routed through `f64` (floats) rather than `i64`.
     const FLOAT: bool;
     fn to_f64(self) -> f64;
-    fn to_i64(self) -> i64;
+    fn to_i128(self) -> i128;
     fn from_f64(v: f64) -> Self;
-    fn from_i64(v: i64) -> Self;
+    fn from_i128(v: i128) -> Self;
 }
 
 macro_rules! convert_num {
@@ -27,13 +29,13 @@ macro_rules! convert_num {
             fn to_f64(self) -> f64 {
                 self as f64
             }
-            fn to_i64(self) -> i64 {
-                self as i64
+            fn to_i128(self) -> i128 {
+                self as i128
             }
             fn from_f64(v: f64) -> Self {
                 v as $t
             }
-            fn from_i64(v: i64) -> Self {
+            fn from_i128(v: i128) -> Self {
                 v as $t
             }
         }
@@ -45,19 +47,45 @@ convert_num!(i64, false);
 convert_num!(i32, false);
 convert_num!(i8, false);
 convert_num!(u8, false);
+convert_num!(i16, false);
+convert_num!(u16, false);
+convert_num!(u32, false);
+convert_num!(u64, false);
+
+macro_rules! convert_half {
+    ($t:ty) => {
+        impl Convert for $t {
+            const FLOAT: bool = true;
+            fn to_f64(self) -> f64 {
+                <$t>::to_f64(self)
+            }
+            fn to_i128(self) -> i128 {
+                <$t>::to_f64(self) as i128
+            }
+            fn from_f64(v: f64) -> Self {
+                <$t>::from_f64(v)
+            }
+            fn from_i128(v: i128) -> Self {
+                <$t>::from_f64(v as f64)
+            }
+        }
+    };
+}
+convert_half!(half::f16);
+convert_half!(half::bf16);
 
 impl Convert for bool {
     const FLOAT: bool = false;
     fn to_f64(self) -> f64 {
         f64::from(u8::from(self))
     }
-    fn to_i64(self) -> i64 {
-        i64::from(self)
+    fn to_i128(self) -> i128 {
+        i128::from(self)
     }
     fn from_f64(v: f64) -> Self {
         v != 0.0
     }
-    fn from_i64(v: i64) -> Self {
+    fn from_i128(v: i128) -> Self {
         v != 0
     }
 }
@@ -66,7 +94,7 @@ fn convert<S: Convert, D: Convert>(v: &[S]) -> Vec<D> {
     if S::FLOAT {
         v.iter().map(|&x| D::from_f64(x.to_f64())).collect()
     } else {
-        v.iter().map(|&x| D::from_i64(x.to_i64())).collect()
+        v.iter().map(|&x| D::from_i128(x.to_i128())).collect()
     }
 }
 
@@ -74,12 +102,74 @@ fn convert<S: Convert, D: Convert>(v: &[S]) -> Vec<D> {
 #[derive(Debug, Clone)]
 pub struct Cast {
     to: DType,
+    /// Float8 targets: clamp out-of-range values to the largest finite value (default).
+    saturate: bool,
+    /// E8M0 targets: rounding.
+    round_mode: RoundMode,
 }
 
 impl Cast {
-    /// Casts to `to`.
+    /// Casts to `to` (saturating, rounding up for E8M0: the attribute defaults).
     pub fn new(to: DType) -> Cast {
-        Cast { to }
+        Cast {
+            to,
+            saturate: true,
+            round_mode: RoundMode::Up,
+        }
+    }
+
+    /// Builds from a node's `saturate` and `round_mode` attributes.
+    pub(crate) fn with_attributes(to: DType, a: &crate::Attributes) -> Result<Cast> {
+        let round_mode = match a.string("round_mode")?.unwrap_or("up") {
+            "up" => RoundMode::Up,
+            "down" => RoundMode::Down,
+            "nearest" => RoundMode::Nearest,
+            other => return Err(a.invalid("round_mode", format!("unknown mode {other:?}"))),
+        };
+        Ok(Cast {
+            to,
+            saturate: a.int_or("saturate", 1)? != 0,
+            round_mode,
+        })
+    }
+
+    /// Casts through [`Num`] when either side is a low-precision dtype.
+    fn via_lowp(&self, x: &Tensor) -> Result<Tensor> {
+        let shape = x.shape().to_vec();
+        let nums: Vec<Num> = match x.data() {
+            TensorData::Bits { dtype, codes } => {
+                codes.iter().map(|&c| lowp::decode(*dtype, c)).collect()
+            }
+            _ => dispatch_all!(x.dtype(), S => {
+                let v = x.as_slice::<S>().unwrap_or_default();
+                v.iter()
+                    .map(|&e| if S::FLOAT { Num::F(e.to_f64()) } else { Num::I(e.to_i128()) })
+                    .collect()
+            }),
+        };
+        if lowp::is_lowp(self.to) {
+            let codes = nums
+                .into_iter()
+                .map(|n| lowp::encode(self.to, n, self.saturate, self.round_mode))
+                .collect();
+            return Tensor::new(
+                shape,
+                TensorData::Bits {
+                    dtype: self.to,
+                    codes,
+                },
+            );
+        }
+        dispatch_all!(self.to, D => {
+            let out: Vec<D> = nums
+                .into_iter()
+                .map(|n| match n {
+                    Num::F(f) => D::from_f64(f),
+                    Num::I(i) => D::from_i128(i),
+                })
+                .collect();
+            Tensor::from_vec(shape, out)
+        })
     }
 }
 
@@ -90,6 +180,11 @@ impl Operator for Cast {
 
     fn infer(&self, inputs: &[TypeShape]) -> Result<Vec<TypeShape>> {
         check_arity("Cast", inputs.len(), 1, 1)?;
+        if (self.to == DType::String) != (inputs[0].dtype == DType::String) {
+            return Err(crate::EngineError::UnsupportedFeature(
+                "Cast between strings and numbers".into(),
+            ));
+        }
         Ok(vec![TypeShape::new(self.to, inputs[0].shape.clone())])
     }
 
@@ -98,6 +193,9 @@ impl Operator for Cast {
         let x = inputs[0];
         if x.dtype() == self.to {
             return Ok(vec![x.clone()]);
+        }
+        if lowp::is_lowp(x.dtype()) || lowp::is_lowp(self.to) {
+            return Ok(vec![self.via_lowp(x)?]);
         }
         let shape = x.shape().to_vec();
         let out = dispatch_all!(x.dtype(), S => {
@@ -115,7 +213,10 @@ pub(crate) fn register(r: &mut OpRegistry) {
             ctx.attributes
                 .invalid("to", format!("bad type code {code}"))
         })?;
-        Ok(Box::new(Cast::new(DType::from_onnx(code)?)))
+        Ok(Box::new(Cast::with_attributes(
+            DType::from_onnx(code)?,
+            ctx.attributes,
+        )?))
     });
 }
 

@@ -159,6 +159,8 @@ impl Operator for Gemm {
         let out = match inputs[0].dtype() {
             DType::F32 => self.compute::<f32>(inputs),
             DType::F64 => self.compute::<f64>(inputs),
+            DType::F16 => self.compute::<half::f16>(inputs),
+            DType::BF16 => self.compute::<half::bf16>(inputs),
             other => Err(unsupported_dtype(OP, other)),
         }?;
         Ok(vec![out])

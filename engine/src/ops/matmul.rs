@@ -151,15 +151,8 @@ impl Operator for MatMul {
     fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
         check_arity(OP, inputs.len(), 2, 2)?;
         let (a, b) = (inputs[0], inputs[1]);
-        let out = match a.dtype() {
-            DType::F32 => Self::compute::<f32>(a, b),
-            DType::F64 => Self::compute::<f64>(a, b),
-            DType::I64 => Self::compute::<i64>(a, b),
-            DType::I32 => Self::compute::<i32>(a, b),
-            DType::I8 => Self::compute::<i8>(a, b),
-            DType::U8 => Self::compute::<u8>(a, b),
-            other => Err(unsupported_dtype(OP, other)),
-        }?;
+        let out = super::dispatch_numeric!(a.dtype(), T => Self::compute::<T>(a, b),
+            other => Err(unsupported_dtype(OP, other)))?;
         Ok(vec![out])
     }
 }

@@ -23,9 +23,16 @@ pub mod cast;
 pub mod constant;
 pub mod elementwise;
 pub mod gemm;
+pub mod indexing;
+pub mod logical;
+pub mod loss;
 pub mod matmul;
+pub mod normalization;
+pub mod reduce;
 pub mod shape_ops;
 pub mod softmax;
+pub mod tensor_ops;
+pub mod unary;
 
 mod numeric;
 
@@ -108,6 +115,13 @@ impl OpRegistry {
         cast::register(&mut r);
         argmax::register(&mut r);
         constant::register(&mut r);
+        unary::register(&mut r);
+        logical::register(&mut r);
+        reduce::register(&mut r);
+        tensor_ops::register(&mut r);
+        indexing::register(&mut r);
+        loss::register(&mut r);
+        normalization::register(&mut r);
         r
     }
 
@@ -210,10 +224,124 @@ macro_rules! dispatch_all {
                 type $T = bool;
                 $body
             }
+            $crate::DType::F16 => {
+                type $T = half::f16;
+                $body
+            }
+            $crate::DType::BF16 => {
+                type $T = half::bf16;
+                $body
+            }
+            $crate::DType::I16 => {
+                type $T = i16;
+                $body
+            }
+            $crate::DType::U16 => {
+                type $T = u16;
+                $body
+            }
+            $crate::DType::U32 => {
+                type $T = u32;
+                $body
+            }
+            $crate::DType::U64 => {
+                type $T = u64;
+                $body
+            }
+            other => return Err($crate::ops::no_kernel(other)),
         }
     };
 }
 pub(crate) use dispatch_all;
+
+/// The error for a generic kernel asked to handle a dtype without an element type (strings,
+/// low-precision codes).
+pub(crate) fn no_kernel(dtype: crate::DType) -> EngineError {
+    EngineError::OperandDtype {
+        op: "element kernel".to_string(),
+        dtype,
+    }
+}
+
+/// Instantiates `$body` with `$T` bound to the Rust type of every numeric (non-bool) dtype;
+/// `$other` binds any other dtype for the fallback arm.
+macro_rules! dispatch_numeric {
+    ($dtype:expr, $T:ident => $body:expr, $other:ident => $fallback:expr) => {
+        match $dtype {
+            $crate::DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            $crate::DType::F64 => {
+                type $T = f64;
+                $body
+            }
+            $crate::DType::F16 => {
+                type $T = half::f16;
+                $body
+            }
+            $crate::DType::BF16 => {
+                type $T = half::bf16;
+                $body
+            }
+            $crate::DType::I64 => {
+                type $T = i64;
+                $body
+            }
+            $crate::DType::I32 => {
+                type $T = i32;
+                $body
+            }
+            $crate::DType::I16 => {
+                type $T = i16;
+                $body
+            }
+            $crate::DType::I8 => {
+                type $T = i8;
+                $body
+            }
+            $crate::DType::U8 => {
+                type $T = u8;
+                $body
+            }
+            $crate::DType::U16 => {
+                type $T = u16;
+                $body
+            }
+            $crate::DType::U32 => {
+                type $T = u32;
+                $body
+            }
+            $crate::DType::U64 => {
+                type $T = u64;
+                $body
+            }
+            #[allow(unreachable_patterns)]
+            $other => $fallback,
+        }
+    };
+}
+pub(crate) use dispatch_numeric;
+
+/// Whether an optional input was omitted (the graph passes omitted inputs that precede present
+/// ones as an empty 1-D constant).
+pub(crate) fn is_absent(t: &TypeShape) -> bool {
+    t.shape == [crate::Dim::Fixed(0)] && t.value.is_some()
+}
+
+/// Whether an optional input tensor was omitted (see [`is_absent`]).
+pub(crate) fn is_absent_tensor(t: &Tensor) -> bool {
+    t.shape() == [0]
+}
+
+/// Broadcasts the shapes of all `inputs` (numpy rules).
+pub(crate) fn broadcast_all(inputs: &[TypeShape]) -> Result<Vec<crate::Dim>> {
+    let mut shape: Vec<crate::Dim> = Vec::new();
+    for t in inputs {
+        shape = crate::broadcast::broadcast_dims(&shape, &t.shape)?;
+    }
+    Ok(shape)
+}
 
 /// Borrows `t` as `T`, or reports that `op` does not support its dtype.
 pub(crate) fn typed<'a, T: crate::tensor::Element>(op: &str, t: &'a Tensor) -> Result<&'a [T]> {

@@ -2,7 +2,10 @@
 //!
 //! Why explicit traits instead of `std::ops`: integer arithmetic in a model must never panic on
 //! overflow (debug builds would) or on division by zero, and float products are accumulated in
-//! `f64` for the reference kernels. Each impl states those choices once.
+//! `f64` for the reference kernels. Each impl states those choices once. 16-bit floats compute
+//! in `f32`/`f64` and round once per operation, as numpy does for `float16`.
+
+use half::{bf16, f16};
 
 use crate::tensor::Element;
 
@@ -16,7 +19,7 @@ pub(crate) trait Arith: Element {
     fn div(self, o: Self) -> Option<Self>;
 }
 
-/// Dot-product accumulation: `f32` accumulates in `f64`, integers wrap in 64 bits.
+/// Dot-product accumulation: floats accumulate in `f64`, integers wrap in 64 bits.
 pub(crate) trait Accumulate: Element {
     type Acc: Copy;
     fn acc_zero() -> Self::Acc;
@@ -31,22 +34,22 @@ pub(crate) trait Float: Element {
 }
 
 macro_rules! float_impls {
-    ($t:ty) => {
+    ($t:ty, $to:expr, $from:expr) => {
         impl Arith for $t {
             fn zero() -> Self {
-                0.0
+                $from(0.0)
             }
             fn add(self, o: Self) -> Self {
-                self + o
+                $from($to(self) + $to(o))
             }
             fn sub(self, o: Self) -> Self {
-                self - o
+                $from($to(self) - $to(o))
             }
             fn mul(self, o: Self) -> Self {
-                self * o
+                $from($to(self) * $to(o))
             }
             fn div(self, o: Self) -> Option<Self> {
-                Some(self / o)
+                Some($from($to(self) / $to(o)))
             }
         }
         impl Accumulate for $t {
@@ -55,24 +58,26 @@ macro_rules! float_impls {
                 0.0
             }
             fn mul_add(acc: f64, a: Self, b: Self) -> f64 {
-                acc + f64::from(a) * f64::from(b)
+                acc + $to(a) * $to(b)
             }
             fn finish(acc: f64) -> Self {
-                acc as $t
+                $from(acc)
             }
         }
         impl Float for $t {
             fn to_f64(self) -> f64 {
-                f64::from(self)
+                $to(self)
             }
             fn from_f64(v: f64) -> Self {
-                v as $t
+                $from(v)
             }
         }
     };
 }
-float_impls!(f32);
-float_impls!(f64);
+float_impls!(f32, f64::from, |v: f64| v as f32);
+float_impls!(f64, |v: f64| v, |v: f64| v);
+float_impls!(f16, f16::to_f64, f16::from_f64);
+float_impls!(bf16, bf16::to_f64, bf16::from_f64);
 
 macro_rules! int_impls {
     ($t:ty) => {
@@ -99,7 +104,7 @@ macro_rules! int_impls {
                 0
             }
             fn mul_add(acc: i64, a: Self, b: Self) -> i64 {
-                acc.wrapping_add(i64::from(a).wrapping_mul(i64::from(b)))
+                acc.wrapping_add((a as i64).wrapping_mul(b as i64))
             }
             fn finish(acc: i64) -> Self {
                 // Wrapping narrowing, as numpy does for integer matmul overflow.
@@ -110,5 +115,9 @@ macro_rules! int_impls {
 }
 int_impls!(i64);
 int_impls!(i32);
+int_impls!(i16);
 int_impls!(i8);
 int_impls!(u8);
+int_impls!(u16);
+int_impls!(u32);
+int_impls!(u64);
