@@ -74,7 +74,10 @@ pub enum CheckpointFault {
         key: String,
     },
     /// Signed by a key that is not one of the trusted (pinned or attested) keys.
-    #[error("signed by key {key}, which is not a trusted enclave key (--key / --evidence)")]
+    #[error(
+        "signed by key {key}, which is not a trusted enclave key (--key / --evidence); a log \
+         that spans enclave restarts needs the key of each run"
+    )]
     UntrustedKey {
         /// Hex public key named in the line.
         key: String,

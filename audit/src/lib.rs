@@ -37,10 +37,10 @@ pub use chain::{BreakReason, ChainState};
 pub use checkpoint::{Checkpoint, CheckpointFault};
 pub use group::SharedLog;
 pub use log::{
-    read_log, verify_dir, verify_dir_with, AuditLog, CheckpointPolicy, LogContents, LogEntry,
-    Position, Recovery, TornTail, VerifyOptions, VerifyReport, VerifySummary,
+    for_each_entry, read_log, verify_dir, verify_dir_with, AuditLog, CheckpointPolicy, LogContents,
+    LogEntry, Position, Recovery, TornTail, VerifyOptions, VerifyReport, VerifySummary,
 };
-pub use proof::{InclusionProof, ProofError};
+pub use proof::{ConsistencyProof, InclusionProof, ProofError};
 pub use record::{keyed_digest, AuditRecord, Outcome, GENESIS_PREV};
 
 /// Everything that can go wrong reading or writing the audit log.

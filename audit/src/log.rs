@@ -585,8 +585,18 @@ pub fn verify_dir_with(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport,
 /// Reads and verifies the whole log (as [`verify_dir`] does) into memory for review tools.
 pub fn read_log(dir: &Path) -> Result<LogContents, AuditError> {
     let mut entries = Vec::new();
+    let mut contents = for_each_entry(dir, |e| entries.push(e))?;
+    contents.entries = entries;
+    Ok(contents)
+}
+
+/// Streams every entry to `f`, in order, as the verification reaches it, without holding the
+/// log in memory; returns the checkpoints and torn tails (with `entries` empty). Entries are
+/// handed over before the checkpoints after them are checked: only an `Ok` result means the
+/// whole log verified.
+pub fn for_each_entry(dir: &Path, mut f: impl FnMut(LogEntry)) -> Result<LogContents, AuditError> {
     let scan = scan(dir, &[], |e| {
-        entries.push(LogEntry {
+        f(LogEntry {
             position: Position {
                 file: e.file.to_path_buf(),
                 offset: e.offset,
@@ -598,7 +608,7 @@ pub fn read_log(dir: &Path) -> Result<LogContents, AuditError> {
         Ok(())
     })?;
     Ok(LogContents {
-        entries,
+        entries: Vec::new(),
         checkpoints: scan.checkpoints,
         torn: (scan.torn, scan.torn_checkpoint),
     })

@@ -1,4 +1,4 @@
-//! A self-contained inclusion proof document: "entry `index` (these exact bytes) is in the log
+//! Self-contained proof documents. The inclusion proof: "entry `index` (these exact bytes) is in the log
 //! that this signed checkpoint describes". An auditor or a client holding a receipt can check
 //! it with nothing but the document and a trusted enclave key — no access to the log.
 //!
@@ -84,20 +84,32 @@ struct Wire {
 impl InclusionProof {
     /// Builds the proof of entry `index` against the latest checkpoint of a verified log.
     pub fn build(log: &LogContents, index: u64) -> Result<InclusionProof, ProofError> {
-        let checkpoint = log.checkpoints.last().ok_or(ProofError::NoCheckpoint)?;
-        let tree_size = checkpoint.tree_size;
-        if index >= tree_size {
-            return Err(ProofError::NotCovered { index, tree_size });
-        }
-        let leaves = log.leaves();
-        let proof = inclusion_proof(&leaves, index, tree_size).map_err(ProofError::Path)?;
         let entry = log
             .entries
             .get(usize::try_from(index).unwrap_or(usize::MAX))
-            .ok_or(ProofError::NotCovered { index, tree_size })?;
+            .map(|e| e.line.clone());
+        InclusionProof::build_from(&log.leaves(), entry, &log.checkpoints, index)
+    }
+
+    /// Builds the proof from a verified log's leaf hashes, the stored line of entry `index`
+    /// and its checkpoints (the latest is used), for callers that stream the log.
+    pub fn build_from(
+        leaves: &[Hash],
+        entry: Option<String>,
+        checkpoints: &[Checkpoint],
+        index: u64,
+    ) -> Result<InclusionProof, ProofError> {
+        let checkpoint = checkpoints.last().ok_or(ProofError::NoCheckpoint)?;
+        let tree_size = checkpoint.tree_size;
+        let not_covered = ProofError::NotCovered { index, tree_size };
+        if index >= tree_size {
+            return Err(not_covered);
+        }
+        let entry = entry.ok_or(not_covered)?;
+        let proof = inclusion_proof(leaves, index, tree_size).map_err(ProofError::Path)?;
         Ok(InclusionProof {
             index,
-            entry: entry.line.clone(),
+            entry,
             proof,
             checkpoint: checkpoint.clone(),
         })
@@ -178,5 +190,132 @@ impl InclusionProof {
         )
         .map_err(ProofError::Path)?;
         Ok(entry)
+    }
+}
+
+/// The `format` string of consistency proofs, version 1.
+pub const CONSISTENCY_FORMAT: &str = "cloister-audit-consistency-proof/v1";
+
+/// A proof that a later signed checkpoint extends an earlier one: the log was only appended
+/// to between them. An auditor who kept the earlier checkpoint checks it without the log.
+///
+/// Encoding (`cloister-audit-consistency-proof/v1`): a JSON object with `format`, `old_size`,
+/// `new_size`, `proof` (hex, RFC 6962 `PROOF`) and the two checkpoint objects `old` and `new`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsistencyProof {
+    /// The earlier checkpoint.
+    pub old: Checkpoint,
+    /// The later checkpoint.
+    pub new: Checkpoint,
+    /// The consistency path.
+    pub proof: Vec<Hash>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsistencyWire {
+    format: String,
+    old_size: u64,
+    new_size: u64,
+    proof: Vec<String>,
+    old: serde_json::Value,
+    new: serde_json::Value,
+}
+
+fn decode_hashes(hashes: &[String]) -> Result<Vec<Hash>, ProofError> {
+    hashes
+        .iter()
+        .map(|h| {
+            hex::decode(h)
+                .ok()
+                .and_then(|v| <Hash>::try_from(v).ok())
+                .ok_or_else(|| ProofError::Malformed(format!("{h:?} is not a 32-byte hash")))
+        })
+        .collect()
+}
+
+impl ConsistencyProof {
+    /// Builds the proof from the earliest checkpoint of size `old_size` to the latest one.
+    pub fn build_from(
+        leaves: &[Hash],
+        checkpoints: &[Checkpoint],
+        old_size: u64,
+    ) -> Result<ConsistencyProof, ProofError> {
+        let new = checkpoints.last().ok_or(ProofError::NoCheckpoint)?;
+        let old = checkpoints
+            .iter()
+            .find(|c| c.tree_size == old_size)
+            .ok_or_else(|| {
+                ProofError::Malformed(format!("the log has no checkpoint of size {old_size}"))
+            })?;
+        let proof = crate::merkle::consistency_proof(leaves, old.tree_size, new.tree_size)
+            .map_err(ProofError::Path)?;
+        Ok(ConsistencyProof {
+            old: old.clone(),
+            new: new.clone(),
+            proof,
+        })
+    }
+
+    /// The JSON document.
+    pub fn to_json_pretty(&self) -> String {
+        let wire = ConsistencyWire {
+            format: CONSISTENCY_FORMAT.to_string(),
+            old_size: self.old.tree_size,
+            new_size: self.new.tree_size,
+            proof: self.proof.iter().map(hex::encode).collect(),
+            old: self.old.to_value(),
+            new: self.new.to_value(),
+        };
+        serde_json::to_string_pretty(&wire).unwrap_or_default()
+    }
+
+    /// Parses a document (does not verify it).
+    pub fn from_json(text: &str) -> Result<ConsistencyProof, ProofError> {
+        let wire: ConsistencyWire =
+            serde_json::from_str(text).map_err(|e| ProofError::Malformed(e.to_string()))?;
+        if wire.format != CONSISTENCY_FORMAT {
+            return Err(ProofError::Malformed(format!(
+                "format is {:?}, expected {CONSISTENCY_FORMAT:?}",
+                wire.format
+            )));
+        }
+        let old = Checkpoint::from_value(&wire.old).map_err(ProofError::Checkpoint)?;
+        let new = Checkpoint::from_value(&wire.new).map_err(ProofError::Checkpoint)?;
+        if (old.tree_size, new.tree_size) != (wire.old_size, wire.new_size) {
+            return Err(ProofError::Malformed(
+                "old_size/new_size differ from the checkpoints' sizes".into(),
+            ));
+        }
+        Ok(ConsistencyProof {
+            old,
+            new,
+            proof: decode_hashes(&wire.proof)?,
+        })
+    }
+
+    /// Checks both signatures (under `trusted`, if given), that both name the same log, and
+    /// the consistency path between the two signed roots.
+    pub fn verify(&self, trusted: &[[u8; 32]]) -> Result<(), ProofError> {
+        self.old
+            .verify_with(trusted)
+            .map_err(ProofError::Checkpoint)?;
+        self.new
+            .verify_with(trusted)
+            .map_err(ProofError::Checkpoint)?;
+        if self.old.log_id != self.new.log_id {
+            return Err(ProofError::Checkpoint(CheckpointFault::LogIdChanged {
+                expected: self.old.log_id.clone(),
+                found: self.new.log_id.clone(),
+            }));
+        }
+        crate::merkle::verify_consistency(
+            self.old.tree_size,
+            self.new.tree_size,
+            &self.old.root,
+            &self.new.root,
+            &self.proof,
+        )
+        .map_err(ProofError::Path)
     }
 }

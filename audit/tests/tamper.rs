@@ -659,3 +659,28 @@ fn inclusion_proof_documents_verify_and_reject_tampering() {
     ));
     assert!(InclusionProof::from_json("{}").is_err());
 }
+
+#[test]
+fn consistency_proof_documents_between_checkpoints() {
+    use cloister_audit::{read_log, ConsistencyProof};
+    let tmp = signed_log(11);
+    let log = read_log(tmp.path()).unwrap();
+    let pinned = [key(1).verifying_key().to_bytes()];
+    // Checkpoints at 0, 3, 6, 9 and 11.
+    for old in [0, 3, 6, 9, 11] {
+        let p = ConsistencyProof::build_from(&log.leaves(), &log.checkpoints, old).unwrap();
+        let back = ConsistencyProof::from_json(&p.to_json_pretty()).unwrap();
+        assert_eq!(back, p);
+        back.verify(&pinned).unwrap();
+    }
+    assert!(ConsistencyProof::build_from(&log.leaves(), &log.checkpoints, 4).is_err());
+    let p = ConsistencyProof::build_from(&log.leaves(), &log.checkpoints, 6).unwrap();
+    let mut bad = p.clone();
+    bad.proof[0][0] ^= 1;
+    assert!(bad.verify(&pinned).is_err());
+    // A checkpoint of a forked log, even correctly signed, is not consistent.
+    let mut forked = p.clone();
+    forked.old = cloister_audit::Checkpoint::sign("test-log", 6, [7u8; 32], 0, &key(1));
+    assert!(forked.verify(&pinned).is_err());
+    assert!(p.verify(&[key(3).verifying_key().to_bytes()]).is_err());
+}

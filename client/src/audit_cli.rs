@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use cloister_attestation::evidence::EvidenceBundle;
 use cloister_audit::{
-    read_log, verify_dir_with, InclusionProof, LogEntry, Outcome, VerifyOptions, VerifyReport,
+    for_each_entry, verify_dir_with, InclusionProof, LogEntry, Outcome, VerifyOptions, VerifyReport,
 };
 use serde_json::json;
 
@@ -380,17 +380,22 @@ fn matches(e: &LogEntry, f: &Filter, since: Option<u64>, until: Option<u64>) -> 
 fn show(dir: &Path, f: &Filter, json: bool) -> Result<ExitCode> {
     let since = f.since.as_deref().map(parse_time).transpose()?;
     let until = f.until.as_deref().map(parse_time).transpose()?;
-    let log = read_log(dir).with_context(|| {
+    // Only the selected records are kept; nothing is printed unless the whole log verifies.
+    let mut total = 0u64;
+    let mut kept: Vec<LogEntry> = Vec::new();
+    for_each_entry(dir, |e| {
+        total += 1;
+        if matches(&e, f, since, until) {
+            kept.push(e);
+        }
+    })
+    .with_context(|| {
         format!(
             "the audit log in {} does not verify; run `cloister audit verify` for details",
             dir.display()
         )
     })?;
-    let selected: Vec<&LogEntry> = log
-        .entries
-        .iter()
-        .filter(|e| matches(e, f, since, until))
-        .collect();
+    let selected: Vec<&LogEntry> = kept.iter().collect();
     if json {
         for e in selected {
             println!("{}", e.line);
@@ -435,7 +440,7 @@ fn show(dir: &Path, f: &Filter, json: bool) -> Result<ExitCode> {
             },
         );
     }
-    println!("{} of {} record(s)", selected.len(), log.entries.len());
+    println!("{} of {} record(s)", selected.len(), total);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -448,15 +453,13 @@ struct Group {
 }
 
 fn stats(dir: &Path, json: bool) -> Result<ExitCode> {
-    let log = read_log(dir).with_context(|| {
-        format!(
-            "the audit log in {} does not verify; run `cloister audit verify` for details",
-            dir.display()
-        )
-    })?;
     let mut groups: BTreeMap<(String, String), Group> = BTreeMap::new();
-    for e in &log.entries {
+    let (mut count, mut first, mut last) = (0u64, None, None);
+    for_each_entry(dir, |e| {
         let r = &e.entry.record;
+        count += 1;
+        first = first.or(Some(r.time_unix_ms));
+        last = Some(r.time_unix_ms);
         let key = (
             r.tenant.clone().unwrap_or_else(|| "-".into()),
             r.model.clone().unwrap_or_else(|| "-".into()),
@@ -468,9 +471,13 @@ fn stats(dir: &Path, json: bool) -> Result<ExitCode> {
             Outcome::Refused { code } => *g.refused.entry(code.clone()).or_default() += 1,
             Outcome::Error { code } => *g.errors.entry(code.clone()).or_default() += 1,
         }
-    }
-    let first = log.entries.first().map(|e| e.entry.record.time_unix_ms);
-    let last = log.entries.last().map(|e| e.entry.record.time_unix_ms);
+    })
+    .with_context(|| {
+        format!(
+            "the audit log in {} does not verify; run `cloister audit verify` for details",
+            dir.display()
+        )
+    })?;
     if json {
         let rows: Vec<_> = groups
             .iter()
@@ -482,7 +489,7 @@ fn stats(dir: &Path, json: bool) -> Result<ExitCode> {
             })
             .collect();
         let doc = json!({
-            "records": log.entries.len(),
+            "records": count,
             "first_time_unix_ms": first,
             "last_time_unix_ms": last,
             "groups": rows,
@@ -492,7 +499,7 @@ fn stats(dir: &Path, json: bool) -> Result<ExitCode> {
     }
     println!(
         "{} record(s){}",
-        log.entries.len(),
+        count,
         match (first, last) {
             (Some(a), Some(b)) => format!(" from {} to {}", format_time(a), format_time(b)),
             _ => String::new(),
@@ -526,13 +533,21 @@ fn stats(dir: &Path, json: bool) -> Result<ExitCode> {
 }
 
 fn prove(dir: &Path, index: u64, out: Option<&Path>) -> Result<ExitCode> {
-    let log = read_log(dir).with_context(|| {
+    let mut leaves = Vec::new();
+    let mut entry = None;
+    let log = for_each_entry(dir, |e| {
+        leaves.push(e.entry.leaf);
+        if e.entry.index == index {
+            entry = Some(e.line);
+        }
+    })
+    .with_context(|| {
         format!(
             "the audit log in {} does not verify; run `cloister audit verify` for details",
             dir.display()
         )
     })?;
-    let proof = InclusionProof::build(&log, index)?;
+    let proof = InclusionProof::build_from(&leaves, entry, &log.checkpoints, index)?;
     let text = proof.to_json_pretty() + "\n";
     match out {
         Some(path) => std::fs::write(path, text)

@@ -10,6 +10,8 @@
 //! ```text
 //! DIR/policy.toml            enclave policy (TOML, schema 1)
 //! DIR/models/digits.onnx     the bundled demo model
+//! DIR/models/digits-ensemble.onnx  the bundled PATE teacher ensemble (noisy labels)
+//! DIR/ledger/ledger.jsonl    the privacy-budget ledger
 //! DIR/example-input.json     three held-out digits, for the example command
 //! DIR/secrets/dev-api-key    the development tenant's API key (0600)
 //! DIR/tls/ca.pem, ca-key.pem local CA (key 0600)
@@ -37,6 +39,11 @@ use rcgen::{
 
 /// The bundled demo model (`models/digits/digits.onnx`).
 pub const BUNDLED_MODEL: &[u8] = include_bytes!("../../models/digits/digits.onnx");
+/// The bundled PATE teacher ensemble (`models/digits-ensemble/digits-ensemble.onnx`).
+pub const BUNDLED_ENSEMBLE: &[u8] =
+    include_bytes!("../../models/digits-ensemble/digits-ensemble.onnx");
+/// Id of the bundled ensemble.
+pub const BUNDLED_ENSEMBLE_ID: &str = "digits-ensemble";
 /// Three held-out digits for the example command.
 pub const EXAMPLE_INPUT: &str = include_str!("../../models/digits/example-input.json");
 /// Id of the bundled model.
@@ -68,6 +75,14 @@ impl DataDir {
     /// The bundled model's location.
     pub fn model(&self) -> PathBuf {
         self.root.join("models").join("digits.onnx")
+    }
+    /// The bundled ensemble's location.
+    pub fn ensemble(&self) -> PathBuf {
+        self.root.join("models").join("digits-ensemble.onnx")
+    }
+    /// The privacy-budget ledger's directory.
+    pub fn ledger(&self) -> PathBuf {
+        self.root.join("ledger")
     }
     /// Example input file.
     pub fn example_input(&self) -> PathBuf {
@@ -155,6 +170,9 @@ pub fn prepare(dir: &DataDir, listen: SocketAddr) -> Result<Prepared> {
     if !dir.model().exists() {
         write_public(&dir.model(), BUNDLED_MODEL)?;
     }
+    if !dir.ensemble().exists() {
+        write_public(&dir.ensemble(), BUNDLED_ENSEMBLE)?;
+    }
     if !dir.example_input().exists() {
         write_public(&dir.example_input(), EXAMPLE_INPUT.as_bytes())?;
     }
@@ -169,7 +187,9 @@ pub fn prepare(dir: &DataDir, listen: SocketAddr) -> Result<Prepared> {
     };
     if first_run {
         let model_sha = hex::encode(cloister_protocol::auth::sha256(BUNDLED_MODEL));
-        let policy = cloister_policy::default_policy_toml(&sha256_hex(&api_key), &model_sha);
+        let ensemble_sha = hex::encode(cloister_protocol::auth::sha256(BUNDLED_ENSEMBLE));
+        let policy =
+            cloister_policy::default_policy_toml(&sha256_hex(&api_key), &model_sha, &ensemble_sha);
         write_public(&dir.policy(), policy.as_bytes())?;
     }
     if !dir.trust_root().exists() {

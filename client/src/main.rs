@@ -71,6 +71,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the tenant's differential-privacy budgets (asked through the seal).
+    Budget {
+        /// Client profile written by `cloister up`.
+        #[arg(long, default_value = "./cloister-data/client.toml")]
+        profile: PathBuf,
+        /// Print JSON for machines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Policy files.
     Policy {
         #[command(subcommand)]
@@ -226,6 +235,7 @@ async fn run(command: Command) -> Result<ExitCode> {
             input,
             json,
         } => infer(&profile, &model, &input, json).await,
+        Command::Budget { profile, json } => budget(&profile, json).await,
         Command::Policy { .. }
         | Command::Audit { .. }
         | Command::Run { .. }
@@ -319,6 +329,7 @@ async fn infer(profile: &Path, model: &str, input: &Path, json: bool) -> Result<
                     "model_sha256": r.model_sha256,
                     "outputs": r.outputs,
                     "audit": r.audit,
+                    "privacy": r.privacy,
                     "attestation": {
                         "simulated": result.evidence.simulated(),
                         "measurement": hex::encode(result.evidence.measurement()),
@@ -336,6 +347,24 @@ async fn infer(profile: &Path, model: &str, input: &Path, json: bool) -> Result<
                     eprintln!("(attested by the SIMULATED provider: no hardware isolation)");
                 }
                 eprintln!("audit record #{} {}", r.audit.index, r.audit.hash);
+                if let Some(p) = &r.privacy {
+                    let remaining: Vec<String> = p
+                        .remaining_rho
+                        .iter()
+                        .map(|(a, r)| match r {
+                            Some(r) => format!("{a} {r} ρ"),
+                            None => format!("{a} uncapped"),
+                        })
+                        .collect();
+                    eprintln!(
+                        "privacy: {} cost {} ρ (ε = {:.4} at δ = {:e}); remaining: {}",
+                        p.mechanism,
+                        p.cost_rho,
+                        p.cost_epsilon,
+                        p.delta,
+                        remaining.join(", ")
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -348,6 +377,36 @@ async fn infer(profile: &Path, model: &str, input: &Path, json: bool) -> Result<
         }
         Err(e) => Err(e.into()),
     }
+}
+
+async fn budget(profile: &Path, json: bool) -> Result<ExitCode> {
+    let client = Client::from_profile_file(profile)?;
+    let report = client.budget().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "Privacy budgets of tenant \"{}\" (zCDP ρ; ε shown at δ = {:e})",
+        report.tenant, report.delta
+    );
+    println!(
+        "{:<28} {:>12} {:>12} {:>12} {:>10}",
+        "account", "spent ρ", "cap ρ", "remaining ρ", "spent ε"
+    );
+    let show = |v: Option<f64>| v.map_or_else(|| "uncapped".to_string(), |v| format!("{v}"));
+    for a in &report.accounts {
+        println!(
+            "{:<28} {:>12} {:>12} {:>12} {:>10.4}",
+            a.account,
+            a.spent_rho,
+            show(a.cap_rho),
+            show(a.remaining_rho),
+            a.spent_epsilon
+        );
+    }
+    println!("refresh: {}", report.refresh);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn policy_check(file: &Path) -> Result<ExitCode> {

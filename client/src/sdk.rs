@@ -13,7 +13,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use cloister_attestation::{verify, Check, EvidenceBundle, VerifiedEvidence, VerifierPolicy};
 use cloister_protocol::auth::gateway_token;
 use cloister_protocol::error::ApiError;
-use cloister_protocol::inner::{AuditReceipt, InferRequest, InferResponse};
+use cloister_protocol::inner::{
+    AuditReceipt, BudgetReport, BudgetRequest, InferRequest, InferResponse,
+};
 use cloister_protocol::tensor::WireTensor;
 use cloister_protocol::OHTTP_REQUEST_MEDIA_TYPE;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
@@ -104,7 +106,15 @@ pub struct Client {
     ttl: Duration,
 }
 
-fn random_hex(bytes: usize) -> String {
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Random hex, e.g. for request ids.
+pub fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     rand::rngs::OsRng.fill_bytes(&mut b);
     hex::encode(b)
@@ -242,29 +252,44 @@ impl Client {
         }
     }
 
-    /// Seals and sends a request to already-verified evidence.
-    pub async fn infer_with(
-        &self,
-        evidence: &VerifiedEvidence,
-        model: &str,
-        inputs: BTreeMap<String, WireTensor>,
-    ) -> Result<InferResponse, ClientError> {
-        let request = InferRequest {
+    /// The tenant's privacy budgets, asked through the seal (the gateway cannot see them).
+    pub async fn budget(&self) -> Result<BudgetReport, ClientError> {
+        let evidence = self.verified_evidence().await?;
+        match self.budget_with(&evidence).await {
+            Err(ClientError::Gateway { error, .. })
+                if error.code == cloister_protocol::error::ErrorCode::SealInvalid =>
+            {
+                self.forget();
+                let evidence = self.verified_evidence().await?;
+                self.budget_with(&evidence).await
+            }
+            other => other,
+        }
+    }
+
+    async fn budget_with(&self, evidence: &VerifiedEvidence) -> Result<BudgetReport, ClientError> {
+        let body = serde_json::to_vec(&BudgetRequest {
             request_id: random_hex(16),
-            issued_at_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
-            model: model.to_string(),
-            inputs,
-        };
-        let body = serde_json::to_vec(&request)
-            .map_err(|e| ClientError::Protocol(format!("cannot encode request: {e}")))?;
-        let (sealed, pending) = cloister_seal::client::seal_request(
+            issued_at_ms: now_ms(),
+        })
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let (sealed, pending) = cloister_seal::client::seal_budget_request(
             evidence.hpke_key_config(),
             &self.profile.api_key,
             &body,
         )?;
+        let inner = self.send_sealed(sealed, pending).await?;
+        serde_json::from_slice(&inner)
+            .map_err(|e| ClientError::Protocol(format!("budget report does not parse: {e}")))
+    }
+
+    /// Sends sealed bytes through the gateway and opens the answer; a sealed error becomes
+    /// [`ClientError::Enclave`].
+    async fn send_sealed(
+        &self,
+        sealed: Vec<u8>,
+        pending: cloister_seal::client::PendingResponse,
+    ) -> Result<Vec<u8>, ClientError> {
         let token = gateway_token(&self.profile.api_key);
         let bearer = format!("Bearer {token}");
         let resp = self
@@ -295,7 +320,41 @@ impl Client {
                 error,
             });
         }
-        let response: InferResponse = serde_json::from_slice(&inner.body)
+        Ok(inner.body)
+    }
+
+    /// Seals and sends a request to already-verified evidence.
+    pub async fn infer_with(
+        &self,
+        evidence: &VerifiedEvidence,
+        model: &str,
+        inputs: BTreeMap<String, WireTensor>,
+    ) -> Result<InferResponse, ClientError> {
+        let request = InferRequest {
+            request_id: random_hex(16),
+            issued_at_ms: now_ms(),
+            model: model.to_string(),
+            inputs,
+        };
+        self.send_request(evidence, &request).await
+    }
+
+    /// Seals and sends a prepared request (a caller may reuse a request id to retry: a charged
+    /// request is then answered again without a second charge).
+    pub async fn send_request(
+        &self,
+        evidence: &VerifiedEvidence,
+        request: &InferRequest,
+    ) -> Result<InferResponse, ClientError> {
+        let body = serde_json::to_vec(request)
+            .map_err(|e| ClientError::Protocol(format!("cannot encode request: {e}")))?;
+        let (sealed, pending) = cloister_seal::client::seal_request(
+            evidence.hpke_key_config(),
+            &self.profile.api_key,
+            &body,
+        )?;
+        let inner = self.send_sealed(sealed, pending).await?;
+        let response: InferResponse = serde_json::from_slice(&inner)
             .map_err(|e| ClientError::Protocol(format!("sealed response does not parse: {e}")))?;
         if response.request_id != request.request_id {
             return Err(ClientError::Protocol(

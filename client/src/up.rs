@@ -120,6 +120,8 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         .arg(dir.audit())
         .arg("--sim-root")
         .arg(dir.sim_root())
+        .arg("--ledger-dir")
+        .arg(dir.ledger())
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .spawn()

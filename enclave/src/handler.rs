@@ -11,7 +11,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use cloister_audit::{keyed_digest, AuditRecord, Outcome};
 use cloister_protocol::error::{ApiError, ErrorCode};
 use cloister_protocol::frame::{Frame, FrameKind};
-use cloister_protocol::inner::{AuditReceipt, InferRequest, InferResponse};
+use cloister_protocol::inner::{
+    AuditReceipt, BudgetReport, BudgetRequest, InferRequest, InferResponse, PrivacyReceipt,
+    BUDGET_PATH,
+};
 use cloister_protocol::tensor::WireTensor;
 use cloister_seal::server::OpenedRequest;
 use cloister_seal::SealError;
@@ -20,6 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::convert::{inputs_to_engine, tensor_to_wire};
 use crate::evidence::error_frame;
+use crate::privacy::ChargeDecision;
 use crate::replay::Verdict;
 use crate::startup::Enclave;
 
@@ -33,12 +37,25 @@ struct Context {
     input_digest: Option<String>,
 }
 
-/// The successful part of a decision, before it is recorded.
+/// The successful part of an inference, before it is recorded.
 struct Success {
     request_id: String,
     model: String,
     model_sha256: String,
     outputs: BTreeMap<String, WireTensor>,
+    /// Whether the privacy ledger was charged (the answer is then kept for retries).
+    charged: bool,
+    privacy: Option<PrivacyReceipt>,
+}
+
+/// What the enclave decided to answer.
+enum Decision {
+    /// Fresh outputs.
+    Infer(Success),
+    /// The tenant's budgets.
+    Budget(BudgetReport),
+    /// A charged request id seen before: its first answer, byte for byte.
+    Repeat(Vec<u8>),
 }
 
 fn now_ms() -> u64 {
@@ -97,7 +114,18 @@ impl Enclave {
         let mut ctx = Context::default();
         let decision = self.decide(opened, &mut ctx);
         let (status, body) = match decision {
-            Ok(success) => {
+            Ok(Decision::Budget(report)) => match self.record(&ctx, Ok(()), None, started) {
+                Ok(_) => (200, serde_json::to_vec(&report).unwrap_or_default()),
+                Err(internal) => (internal.code.http_status(), internal.to_body()),
+            },
+            Ok(Decision::Repeat(body)) => {
+                let digest = keyed_digest(&self.digest_key, &body);
+                match self.record(&ctx, Ok(()), Some(digest), started) {
+                    Ok(_) => (200, body),
+                    Err(internal) => (internal.code.http_status(), internal.to_body()),
+                }
+            }
+            Ok(Decision::Infer(success)) => {
                 let outputs_json = serde_json::to_vec(&success.outputs).unwrap_or_default();
                 let output_digest = keyed_digest(&self.digest_key, &outputs_json);
                 match self.record(&ctx, Ok(()), Some(output_digest), started) {
@@ -115,8 +143,13 @@ impl Enclave {
                                 hash,
                                 signature,
                             },
+                            privacy: success.privacy,
                         };
-                        (200, serde_json::to_vec(&response).unwrap_or_default())
+                        let body = serde_json::to_vec(&response).unwrap_or_default();
+                        if success.charged {
+                            self.privacy.remember(&response.request_id, &body);
+                        }
+                        (200, body)
                     }
                     Err(internal) => (internal.code.http_status(), internal.to_body()),
                 }
@@ -201,7 +234,7 @@ impl Enclave {
         &self,
         opened: Result<OpenedRequest, SealError>,
         ctx: &mut Context,
-    ) -> Result<Success, ApiError> {
+    ) -> Result<Decision, ApiError> {
         let opened = opened.map_err(|e| {
             ApiError::new(
                 ErrorCode::MalformedRequest,
@@ -209,12 +242,28 @@ impl Enclave {
             )
         })?;
         ctx.input_digest = Some(keyed_digest(&self.digest_key, &opened.body));
-        let request: InferRequest = serde_json::from_slice(&opened.body).map_err(|e| {
+        let malformed = |e: serde_json::Error| {
             ApiError::new(
                 ErrorCode::MalformedRequest,
-                format!("the request body is not a valid inference request: {e}"),
+                format!(
+                    "the request body is not a valid {} request: {e}",
+                    opened.path
+                ),
             )
-        })?;
+        };
+        let (request, budget_query) = if opened.path == BUDGET_PATH {
+            let b: BudgetRequest = serde_json::from_slice(&opened.body).map_err(malformed)?;
+            let as_infer = InferRequest {
+                request_id: b.request_id,
+                issued_at_ms: b.issued_at_ms,
+                model: String::new(),
+                inputs: BTreeMap::new(),
+            };
+            (as_infer, true)
+        } else {
+            let r: InferRequest = serde_json::from_slice(&opened.body).map_err(malformed)?;
+            (r, false)
+        };
         if !(16..=64).contains(&request.request_id.len())
             || !request.request_id.bytes().all(|b| b.is_ascii_hexdigit())
         {
@@ -274,6 +323,12 @@ impl Enclave {
             ));
         }
 
+        if budget_query {
+            return Ok(Decision::Budget(
+                self.privacy.budget_report(&self.policy, tenant),
+            ));
+        }
+
         ctx.model = Some(request.model.clone());
         let loaded = self.models.get(&request.model).ok_or_else(|| {
             let allowed: Vec<&str> = tenant.models.iter().map(String::as_str).collect();
@@ -300,19 +355,39 @@ impl Enclave {
             &request.inputs,
             self.policy.service.max_batch_rows as usize,
         )?;
+        let entry = self
+            .policy
+            .model(&request.model)
+            .ok_or_else(|| ApiError::new(ErrorCode::Internal, "model missing from the policy"))?;
+        // INVARIANT: a charged model's cost is on disk before the model runs (privacy.rs).
+        let rows = inputs
+            .first()
+            .and_then(|(_, t)| t.shape().first().copied())
+            .unwrap_or(1);
+        let charged = match self
+            .privacy
+            .charge(&request.request_id, tenant, entry, rows)?
+        {
+            ChargeDecision::Free => None,
+            ChargeDecision::Charged(c) => Some(c),
+            ChargeDecision::Repeat(body) => return Ok(Decision::Repeat(body)),
+        };
         let outputs = loaded.model.run(inputs).map_err(|e| {
             tracing::warn!(model = %request.model, error = %e, "inference failed");
             ApiError::new(ErrorCode::InferenceFailed, format!("the model failed: {e}"))
         })?;
+        let (outputs, privacy) = self.privacy.release(entry, outputs, charged.as_ref())?;
         let outputs = outputs
             .iter()
             .map(|(name, t)| Ok((name.clone(), tensor_to_wire(t)?)))
             .collect::<Result<BTreeMap<_, _>, ApiError>>()?;
-        Ok(Success {
+        Ok(Decision::Infer(Success {
             request_id: request.request_id,
             model: request.model,
             model_sha256: hex::encode(loaded.sha256),
             outputs,
-        })
+            charged: charged.is_some(),
+            privacy,
+        }))
     }
 }

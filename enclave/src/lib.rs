@@ -16,6 +16,7 @@
 pub mod convert;
 pub mod evidence;
 pub mod handler;
+pub mod privacy;
 pub mod replay;
 pub mod sandbox;
 pub mod server;

@@ -24,6 +24,9 @@ struct Args {
     /// Directory of the SIMULATED AMD key hierarchy (provider "sim" only).
     #[arg(long)]
     sim_root: Option<PathBuf>,
+    /// Directory of the privacy-budget ledger (needed when the policy charges any model).
+    #[arg(long)]
+    ledger_dir: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -39,6 +42,7 @@ fn main() -> Result<()> {
         policy: args.policy,
         sim_root: args.sim_root,
         audit_dir: args.audit_dir,
+        ledger_dir: args.ledger_dir,
     };
     // Start-up runs before any thread pool exists and before any request is read: policy,
     // models, keys, attestation provider, audit log; then the gateway socket is bound.
@@ -50,9 +54,7 @@ fn main() -> Result<()> {
     // socket are open, before the runtime starts a thread and before the first request is read.
     // Nothing below may open a path outside the plan, start a process or use the network.
     let plan = enclave.sandbox_plan(&opts, &args.socket);
-    let status = enclave
-        .lock_down(&plan)
-        .context("sandbox lock-down (the policy's [sandbox] mode is \"enforce\")")?;
+    let status = enclave.lock_down(&plan).context("sandbox lock-down")?;
     tracing::info!(sandbox = %status.describe(), "sandbox locked down");
     if !status.is_complete() {
         let missing: Vec<&str> = status.missing().iter().map(|b| b.name()).collect();

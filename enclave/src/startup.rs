@@ -32,6 +32,8 @@ pub struct StartOptions {
     pub sim_root: Option<PathBuf>,
     /// Directory of the audit log.
     pub audit_dir: PathBuf,
+    /// Directory of the privacy ledger (required when the policy charges any model).
+    pub ledger_dir: Option<PathBuf>,
 }
 
 /// A model ready to serve.
@@ -59,6 +61,8 @@ pub struct Enclave {
     pub(crate) sandbox_status: String,
     /// Which sandbox barriers are in force (none until [`Enclave::lock_down`]).
     pub(crate) sandbox: SandboxStatus,
+    /// Differential-privacy mechanisms and the budget ledger.
+    pub(crate) privacy: crate::privacy::PrivacyState,
 }
 
 impl Enclave {
@@ -101,6 +105,7 @@ impl Enclave {
         rand::rngs::OsRng.fill_bytes(&mut digest_key);
         let window_ms = policy.service.replay_window_secs.saturating_mul(1000);
         let sandbox = SandboxStatus::unconfined(policy.sandbox.mode);
+        let privacy = crate::privacy::PrivacyState::start(&policy, opts.ledger_dir.as_deref())?;
         Ok(Enclave {
             policy,
             models,
@@ -113,11 +118,13 @@ impl Enclave {
             rate: Default::default(),
             sandbox_status: "none".to_string(),
             sandbox,
+            privacy,
         })
     }
 
     /// What the sandbox must allow after start-up: read the policy, the model files and the
-    /// simulated key root; read and write the audit directory and the socket's directory.
+    /// simulated key root; read and write the audit directory, the privacy ledger's directory
+    /// (when given) and the socket's directory.
     pub fn sandbox_plan(&self, opts: &StartOptions, socket: &Path) -> SandboxPlan {
         let mut read_only = vec![opts.policy.clone()];
         read_only.extend(
@@ -128,6 +135,8 @@ impl Enclave {
         );
         read_only.extend(opts.sim_root.clone());
         let mut read_write = vec![opts.audit_dir.clone()];
+        // The privacy ledger's directory, when one was given (the ledger is open by now).
+        read_write.extend(opts.ledger_dir.clone().filter(|d| d.is_dir()));
         read_write.extend(socket.parent().map(Path::to_path_buf));
         SandboxPlan {
             mode: self.policy.sandbox.mode,

@@ -196,6 +196,16 @@ pub enum PolicyError {
         /// `"tenants"` or `"models"`.
         section: &'static str,
     },
+    /// A differential-privacy setting is invalid or inconsistent.
+    #[error("{}", self.render())]
+    InvalidPrivacy {
+        /// Where the value (or the table) is.
+        at: Location,
+        /// What is wrong.
+        message: String,
+        /// How to fix it.
+        hint: String,
+    },
 }
 
 impl PolicyError {
@@ -218,7 +228,8 @@ impl PolicyError {
             | SimulatedNotAllowed { at }
             | ZeroLimit { at, .. }
             | Empty { at, .. }
-            | MissingSection { at, .. } => Some(at),
+            | MissingSection { at, .. }
+            | InvalidPrivacy { at, .. } => Some(at),
         }
     }
 
@@ -299,6 +310,7 @@ impl PolicyError {
             ZeroLimit { field, .. } => format!("`{field}` must be greater than 0"),
             Empty { field, .. } => format!("`{field}` must not be empty"),
             MissingSection { section, .. } => format!("the policy defines no [[{section}]]"),
+            InvalidPrivacy { message, .. } => message.clone(),
         }
     }
 
@@ -357,6 +369,7 @@ impl PolicyError {
             MissingSection { section, .. } => {
                 format!("add at least one [[{section}]] table")
             }
+            InvalidPrivacy { hint, .. } => hint.clone(),
         }
     }
 

@@ -39,6 +39,7 @@
 
 mod default;
 mod error;
+pub mod privacy;
 mod raw;
 mod validate;
 
@@ -50,6 +51,7 @@ use sha2::{Digest, Sha256};
 
 pub use default::default_policy_toml;
 pub use error::{render_errors, Location, PolicyError};
+pub use privacy::{ModelPrivacy, NanoRho, PrivacySettings};
 
 /// The only schema version this build understands.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -71,6 +73,8 @@ pub struct Policy {
     pub models: Vec<ModelEntry>,
     /// How strictly the enclave process is confined (`[sandbox]`, optional).
     pub sandbox: Sandbox,
+    /// Differential-privacy settings (`[privacy]`, optional).
+    pub privacy: PrivacySettings,
     /// The directory relative model paths resolve against: the policy file's directory for
     /// [`Policy::load`], empty (the current directory) for [`Policy::from_toml_str`].
     pub base_dir: PathBuf,
@@ -183,6 +187,8 @@ pub struct Tenant {
     pub models: Vec<String>,
     /// Rate limit (> 0).
     pub max_requests_per_minute: u64,
+    /// Privacy budget (required when the tenant may use a model whose releases are charged).
+    pub budget: Option<NanoRho>,
 }
 
 impl Tenant {
@@ -204,6 +210,8 @@ pub struct ModelEntry {
     pub sha256: [u8; 32],
     /// Free text.
     pub description: Option<String>,
+    /// How outputs are released (`[models.privacy]`; default: as computed).
+    pub privacy: ModelPrivacy,
 }
 
 impl ModelEntry {

@@ -5,6 +5,7 @@
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
+use crate::privacy::{RawModelPrivacy, RawPrivacy};
 use crate::{Provider, SandboxMode};
 
 /// Read first, leniently, so that a file for another schema version is reported as such
@@ -27,6 +28,8 @@ pub(crate) struct RawPolicy {
     pub models: Vec<RawModel>,
     #[serde(default)]
     pub sandbox: Option<RawSandbox>,
+    #[serde(default)]
+    pub privacy: Option<RawPrivacy>,
 }
 
 #[derive(Deserialize)]
@@ -56,6 +59,8 @@ pub(crate) struct RawTenant {
     pub api_key_sha256: Spanned<String>,
     pub models: Vec<Spanned<String>>,
     pub max_requests_per_minute: Spanned<u64>,
+    #[serde(default)]
+    pub budget_rho: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -66,6 +71,8 @@ pub(crate) struct RawModel {
     pub sha256: Spanned<String>,
     #[serde(default)]
     pub description: Option<String>,
+    #[serde(default)]
+    pub privacy: Option<Spanned<RawModelPrivacy>>,
 }
 
 #[derive(Deserialize)]

@@ -34,6 +34,15 @@ pub(crate) fn parse(src: &str, origin: &str, digest: [u8; 32]) -> Result<Policy,
     let attestation = ctx.attestation(&raw, &mut errors);
     let models = ctx.models(&raw, &mut errors);
     let tenants = ctx.tenants(&raw, &mut errors);
+    let privacy = {
+        let at = |span: &Range<usize>| ctx.at(span);
+        let mut check = crate::privacy::Check {
+            at: &at,
+            errors: &mut errors,
+        };
+        check.settings(raw.privacy.as_ref())
+    };
+    ctx.privacy_consistency(&raw, &tenants, &models, &mut errors);
     // `[sandbox]` is optional and every value is checked by its type: absent means `enforce`.
     let sandbox = Sandbox {
         mode: raw
@@ -66,6 +75,7 @@ pub(crate) fn parse(src: &str, origin: &str, digest: [u8; 32]) -> Result<Policy,
         tenants,
         models,
         sandbox,
+        privacy,
         base_dir: Default::default(),
         digest,
         origin: origin.to_string(),
@@ -235,11 +245,18 @@ impl Ctx<'_> {
                     field: "path",
                 });
             }
+            let privacy = {
+                let at = |span: &Range<usize>| self.at(span);
+                let mut check = crate::privacy::Check { at: &at, errors };
+                let table = m.privacy.as_ref().map_or_else(|| m.id.span(), |p| p.span());
+                check.model(m.privacy.as_ref().map(|p| p.get_ref()), &table)
+            };
             out.push(ModelEntry {
                 id,
                 path: m.path.get_ref().into(),
                 sha256: self.digest::<32>(&m.sha256, "sha256", errors),
                 description: m.description.clone(),
+                privacy,
             });
         }
         out
@@ -294,8 +311,42 @@ impl Ctx<'_> {
                     "max_requests_per_minute",
                     errors,
                 ),
+                budget: t.budget_rho.as_ref().map(|v| {
+                    let at = |span: &Range<usize>| self.at(span);
+                    crate::privacy::Check { at: &at, errors }.rho(v, "budget_rho")
+                }),
             });
         }
         out
+    }
+
+    /// A tenant allowed a charged model must have a budget: an uncapped tenant would make the
+    /// model's guarantee meaningless.
+    fn privacy_consistency(
+        &self,
+        raw: &RawPolicy,
+        tenants: &[Tenant],
+        models: &[ModelEntry],
+        errors: &mut Vec<PolicyError>,
+    ) {
+        for (t, rt) in tenants.iter().zip(&raw.tenants) {
+            if t.budget.is_some() {
+                continue;
+            }
+            for (m, rm) in t.models.iter().zip(&rt.models) {
+                if models.iter().any(|e| &e.id == m && e.privacy.charges()) {
+                    errors.push(PolicyError::InvalidPrivacy {
+                        at: self.at(&rm.span()),
+                        message: format!(
+                            "tenant \"{}\" may use model \"{m}\", whose releases are charged, \
+                             but has no budget_rho",
+                            t.id
+                        ),
+                        hint: "add `budget_rho = ...` to this tenant (its total zCDP budget)"
+                            .into(),
+                    });
+                }
+            }
+        }
     }
 }

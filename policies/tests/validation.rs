@@ -494,21 +494,25 @@ fn default_policy_matches_dev_example() {
     let rendered = default_policy_toml(
         &hex::encode(dev.tenants[0].api_key_sha256),
         &dev.models[0].sha256_hex(),
+        &dev.models[1].sha256_hex(),
     );
     assert_eq!(
         rendered,
         std::fs::read_to_string(dir.join("dev.toml")).unwrap()
     );
 
-    let p = Policy::from_toml_str(&default_policy_toml(KEY, MODEL), "default").unwrap();
+    let p = Policy::from_toml_str(&default_policy_toml(KEY, MODEL, MODEL), "default").unwrap();
     assert_eq!(p.tenants[0].id, "dev");
     assert!(p.tenants[0].may_use("digits"));
     assert_eq!(p.models[0].path, Path::new("models/digits.onnx"));
     assert_eq!(p.models[0].sha256_hex(), MODEL);
 
     // Garbage arguments cannot inject TOML; they surface as a positioned digest error.
-    let e = Policy::from_toml_str(&default_policy_toml("x\"\nprovider = \"snp", MODEL), "d")
-        .unwrap_err();
+    let e = Policy::from_toml_str(
+        &default_policy_toml("x\"\nprovider = \"snp", MODEL, MODEL),
+        "d",
+    )
+    .unwrap_err();
     assert!(matches!(e, PolicyError::InvalidDigest { .. }), "{e:?}");
 }
 

@@ -23,10 +23,13 @@ type NoisyMaxMeasurement = opendp::core::Measurement<
 >;
 
 /// Report-noisy-max over a vote histogram, with zCDP accounting.
+///
+/// OpenDP measurements hold non-`Send` closures, so this type keeps the parameters and builds
+/// the measurement for each release (microseconds); it can then be shared across threads.
+#[derive(Clone)]
 pub struct NoisyMax {
     scale: f64,
     cost: Rho,
-    measurement: NoisyMaxMeasurement,
 }
 
 impl std::fmt::Debug for NoisyMax {
@@ -42,6 +45,17 @@ fn opendp_err(e: opendp::error::Error) -> PrivacyError {
     PrivacyError::Mechanism(e.to_string())
 }
 
+fn measurement(scale: f64) -> Result<NoisyMaxMeasurement, PrivacyError> {
+    make_noisy_max(
+        VectorDomain::new(AtomDomain::<i64>::default()),
+        LInfDistance::default(),
+        ZeroConcentratedDivergence,
+        scale,
+        false,
+    )
+    .map_err(opendp_err)
+}
+
 impl NoisyMax {
     /// A mechanism adding noise of scale `scale` to each vote count.
     pub fn with_scale(scale: f64) -> Result<NoisyMax, PrivacyError> {
@@ -50,22 +64,10 @@ impl NoisyMax {
                 "noise scale must be a positive finite number, got {scale}"
             )));
         }
-        let measurement = make_noisy_max(
-            VectorDomain::new(AtomDomain::<i64>::default()),
-            LInfDistance::default(),
-            ZeroConcentratedDivergence,
-            scale,
-            false,
-        )
-        .map_err(opendp_err)?;
         // One record changes one teacher's vote: L∞ distance 1 on the histogram.
-        let rho = measurement.map(&1).map_err(opendp_err)?;
+        let rho = measurement(scale)?.map(&1).map_err(opendp_err)?;
         let cost = Rho::from_f64(rho)?;
-        Ok(NoisyMax {
-            scale,
-            cost,
-            measurement,
-        })
+        Ok(NoisyMax { scale, cost })
     }
 
     /// The mechanism with the smallest noise whose per-release cost is at most `budget`.
@@ -116,7 +118,9 @@ impl NoisyMax {
                 "no candidates to choose from".into(),
             ));
         }
-        self.measurement.invoke(&votes.to_vec()).map_err(opendp_err)
+        measurement(self.scale)?
+            .invoke(&votes.to_vec())
+            .map_err(opendp_err)
     }
 }
 

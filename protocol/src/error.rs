@@ -44,6 +44,11 @@ pub enum ErrorCode {
     Internal,
     /// No such route.
     NotFound,
+    /// The privacy budget of the tenant, the model or the service cannot cover the request;
+    /// nothing was charged. The message says what remains.
+    BudgetExhausted,
+    /// A request id that was already charged, whose answer this enclave no longer holds.
+    DuplicateRequest,
 }
 
 impl ErrorCode {
@@ -67,6 +72,8 @@ impl ErrorCode {
             ErrorCode::InferenceFailed => "inference_failed",
             ErrorCode::Internal => "internal",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::BudgetExhausted => "budget_exhausted",
+            ErrorCode::DuplicateRequest => "duplicate_request",
         }
     }
 
@@ -78,9 +85,9 @@ impl ErrorCode {
             | ErrorCode::MalformedRequest
             | ErrorCode::InvalidInput => 400,
             ErrorCode::Unauthorized | ErrorCode::BadCredential => 401,
-            ErrorCode::ModelNotAllowed => 403,
+            ErrorCode::ModelNotAllowed | ErrorCode::BudgetExhausted => 403,
             ErrorCode::UnknownModel | ErrorCode::NotFound => 404,
-            ErrorCode::Replay | ErrorCode::Stale => 409,
+            ErrorCode::Replay | ErrorCode::Stale | ErrorCode::DuplicateRequest => 409,
             ErrorCode::TooLarge => 413,
             ErrorCode::RateLimited => 429,
             ErrorCode::Timeout => 504,

@@ -14,6 +14,8 @@ use crate::tensor::WireTensor;
 
 /// Path of the inference request inside the seal.
 pub const INFER_PATH: &str = "/v1/infer";
+/// Path of the budget query inside the seal (`GET`, body [`BudgetRequest`]).
+pub const BUDGET_PATH: &str = "/v1/budget";
 /// Authority used in the inner request (informational; the enclave ignores it).
 pub const INNER_AUTHORITY: &str = "enclave.cloister";
 
@@ -69,4 +71,64 @@ pub struct InferResponse {
     pub outputs: BTreeMap<String, WireTensor>,
     /// The audit record written before this response was released.
     pub audit: AuditReceipt,
+    /// What the release cost and guarantees, for models with a privacy mechanism.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<PrivacyReceipt>,
+}
+
+/// The privacy accounting of one response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrivacyReceipt {
+    /// The mechanism, e.g. `gnmax` (noisy arg-max over teacher votes) or `dp-trained`.
+    pub mechanism: String,
+    /// What a person can rely on, in words.
+    pub guarantee: String,
+    /// zCDP cost charged for this response, in ρ.
+    pub cost_rho: f64,
+    /// The same cost in the ledger's exact unit, nano-ρ.
+    pub cost_nano_rho: u64,
+    /// The cost as (ε, δ)-DP at `delta` (exact zCDP conversion).
+    pub cost_epsilon: f64,
+    /// δ used for `cost_epsilon`.
+    pub delta: f64,
+    /// Remaining budget per account after this charge, in ρ (`None`: uncapped).
+    pub remaining_rho: BTreeMap<String, Option<f64>>,
+}
+
+/// The body of a budget query: only what replay protection needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetRequest {
+    /// Random id (hex, 16–64 chars).
+    pub request_id: String,
+    /// When the client sealed the request (Unix milliseconds).
+    pub issued_at_ms: u64,
+}
+
+/// One account of a budget report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountBudget {
+    /// `global`, `tenant/<id>` or `model/<id>`.
+    pub account: String,
+    /// Spent so far, in ρ.
+    pub spent_rho: f64,
+    /// The cap, in ρ (`None`: uncapped).
+    pub cap_rho: Option<f64>,
+    /// What remains, in ρ (`None`: uncapped).
+    pub remaining_rho: Option<f64>,
+    /// The spent amount as (ε, δ)-DP at the report's δ.
+    pub spent_epsilon: f64,
+}
+
+/// The answer to a budget query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetReport {
+    /// The tenant asking.
+    pub tenant: String,
+    /// Its account, every charged model it may use, and the global account.
+    pub accounts: Vec<AccountBudget>,
+    /// δ used for the ε figures.
+    pub delta: f64,
+    /// Whether and how budgets refresh (schema 1: never).
+    pub refresh: String,
 }

@@ -15,7 +15,7 @@
 use std::io::Cursor;
 
 use bhttp::{Message, Mode, StatusCode};
-use cloister_protocol::inner::{INFER_PATH, INNER_AUTHORITY};
+use cloister_protocol::inner::{BUDGET_PATH, INFER_PATH, INNER_AUTHORITY};
 
 pub use ohttp::KeyConfig;
 
@@ -39,8 +39,8 @@ pub enum SealError {
     /// The opened bytes are not a valid Binary HTTP message.
     #[error("sealed message does not hold a valid Binary HTTP message: {0}")]
     Bhttp(bhttp::Error),
-    /// The inner message is not the request this service accepts.
-    #[error("inner request is not POST {INFER_PATH}: {0}")]
+    /// The inner message is not a request this service accepts.
+    #[error("inner request is not POST {INFER_PATH} or GET {BUDGET_PATH}: {0}")]
     UnexpectedInner(String),
 }
 
@@ -85,11 +85,30 @@ pub mod client {
         api_key: &str,
         body: &[u8],
     ) -> Result<(Vec<u8>, PendingResponse), SealError> {
+        seal(encoded_key_config, api_key, "POST", INFER_PATH, body)
+    }
+
+    /// Seals `GET /v1/budget` (body: a `BudgetRequest`).
+    pub fn seal_budget_request(
+        encoded_key_config: &[u8],
+        api_key: &str,
+        body: &[u8],
+    ) -> Result<(Vec<u8>, PendingResponse), SealError> {
+        seal(encoded_key_config, api_key, "GET", BUDGET_PATH, body)
+    }
+
+    fn seal(
+        encoded_key_config: &[u8],
+        api_key: &str,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<(Vec<u8>, PendingResponse), SealError> {
         let mut msg = Message::request(
-            b"POST".to_vec(),
+            method.as_bytes().to_vec(),
             b"https".to_vec(),
             INNER_AUTHORITY.as_bytes().to_vec(),
-            INFER_PATH.as_bytes().to_vec(),
+            path.as_bytes().to_vec(),
         );
         msg.put_header("authorization", format!("Bearer {api_key}"));
         msg.put_header("content-type", "application/json");
@@ -131,6 +150,8 @@ pub mod server {
     /// An opened, well-formed inner request. Its credential is not yet checked.
     #[derive(Debug)]
     pub struct OpenedRequest {
+        /// Which request: [`INFER_PATH`] or [`BUDGET_PATH`].
+        pub path: &'static str,
         /// The bearer credential from the inner `authorization` header, if any.
         pub credential: Option<String>,
         /// The JSON body.
@@ -198,15 +219,17 @@ pub mod server {
         let msg = Message::read_bhttp::<Cursor<&[u8]>, Cursor<&[u8]>>(&mut Cursor::new(inner))
             .map_err(SealError::Bhttp)?;
         let control = msg.control();
-        if control.method() != Some(b"POST".as_slice())
-            || control.path() != Some(INFER_PATH.as_bytes())
-        {
-            return Err(SealError::UnexpectedInner(format!(
-                "got {} {}",
-                String::from_utf8_lossy(control.method().unwrap_or(b"?")),
-                String::from_utf8_lossy(control.path().unwrap_or(b"?"))
-            )));
-        }
+        let path = match (control.method(), control.path()) {
+            (Some(b"POST"), Some(p)) if p == INFER_PATH.as_bytes() => INFER_PATH,
+            (Some(b"GET"), Some(p)) if p == BUDGET_PATH.as_bytes() => BUDGET_PATH,
+            (method, path) => {
+                return Err(SealError::UnexpectedInner(format!(
+                    "got {} {}",
+                    String::from_utf8_lossy(method.unwrap_or(b"?")),
+                    String::from_utf8_lossy(path.unwrap_or(b"?"))
+                )))
+            }
+        };
         let credential = msg
             .header()
             .get(b"authorization")
@@ -214,6 +237,7 @@ pub mod server {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(|v| v.trim().to_string());
         Ok(OpenedRequest {
+            path,
             credential,
             body: msg.content().to_vec(),
             fingerprint,

@@ -31,6 +31,27 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
+/// Starts the real enclave binary on `socket` and waits until it listens.
+fn spawn_enclave(bins: &Path, dir: &DataDir, socket: &Path) -> Child {
+    let _ = std::fs::remove_file(socket);
+    let mut enclave = Command::new(bins.join("cloister-enclave"))
+        .arg("--policy")
+        .arg(dir.policy())
+        .arg("--socket")
+        .arg(socket)
+        .arg("--audit-dir")
+        .arg(dir.audit())
+        .arg("--sim-root")
+        .arg(dir.sim_root())
+        .arg("--ledger-dir")
+        .arg(dir.ledger())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start enclave");
+    wait_until("enclave", &mut enclave, || socket.exists());
+    enclave
+}
+
 /// A free loopback TCP port.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -129,19 +150,7 @@ impl Service {
             api_key: prepared.api_key,
         };
         let enclave_socket = dir.root.join("run").join("real-enclave.sock");
-        let mut enclave = Command::new(bins.join("cloister-enclave"))
-            .arg("--policy")
-            .arg(dir.policy())
-            .arg("--socket")
-            .arg(&enclave_socket)
-            .arg("--audit-dir")
-            .arg(dir.audit())
-            .arg("--sim-root")
-            .arg(dir.sim_root())
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start enclave");
-        wait_until("enclave", &mut enclave, || enclave_socket.exists());
+        let enclave = spawn_enclave(&bins, &dir, &enclave_socket);
 
         // The tap listens where the gateway expects the enclave.
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -265,6 +274,19 @@ impl Service {
     /// The audit directory.
     pub fn audit_dir(&self) -> PathBuf {
         self.dir.audit()
+    }
+
+    /// Stops the enclave with SIGTERM and starts it again on the same data directory (new
+    /// keys, same policy, ledger and audit log); the gateway keeps running.
+    pub fn restart_enclave(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.enclave.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let status = self.enclave.wait().expect("wait enclave");
+        assert!(status.success(), "enclave stopped uncleanly: {status}");
+        let socket = self.dir.root.join("run").join("real-enclave.sock");
+        self.enclave = spawn_enclave(&bin_dir(), &self.dir, &socket);
     }
 
     /// Stops both processes with SIGTERM and waits for them.

@@ -65,6 +65,21 @@ fn cloister_audit_verifies_shows_counts_and_proves_the_log_of_a_real_run() {
 
     let dir = svc.audit_dir();
     let dir_s = dir.to_str().unwrap();
+
+    // No audit file holds the inputs or outputs (only keyed digests of them).
+    let mut all = Vec::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        all.extend(std::fs::read(e.unwrap().path()).unwrap());
+    }
+    let first_row = serde_json::to_string(&rows[0]).unwrap();
+    let probs = serde_json::to_string(&served.response.outputs).unwrap();
+    for needle in [first_row.as_bytes(), probs.as_bytes(), b"probabilities"] {
+        assert!(
+            !all.windows(needle.len()).any(|w| w == needle),
+            "audit dir holds {:?}",
+            String::from_utf8_lossy(needle)
+        );
+    }
     let ev = evidence.to_str().unwrap();
 
     // verify: strict (every record signed by the shutdown checkpoint), key from the evidence.

@@ -1,5 +1,5 @@
 //! The running enclave is sandboxed, seen from outside: the kernel's own view in
-//! `/proc/PID/status` and `/proc/PID/limits`, and the sandbox status bound into the evidence,
+//! `/proc/PID/status`, `/proc/PID/limits` and `/proc/PID/ns/net`, and the sandbox status bound into the evidence,
 //! which a client that requires a sandbox accepts. (Each barrier is crossed from inside by
 //! `enclave/tests/sandbox.rs`.)
 
@@ -47,6 +47,10 @@ fn the_running_enclave_is_locked_down_and_attests_its_sandbox() {
     assert_eq!(field(&status, "Seccomp"), Some("2"), "{status}");
     assert_eq!(field(&status, "Seccomp_filters"), Some("2"), "{status}");
 
+    // Its own network namespace: not the one the gateway and this harness share.
+    let netns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/net")).unwrap();
+    assert_ne!(netns(&pid.to_string()), netns("self"));
+
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     let core = limits
         .lines()
@@ -74,6 +78,7 @@ fn the_running_enclave_is_locked_down_and_attests_its_sandbox() {
         "landlock_fs=on",
         "landlock_net=on",
         "landlock_scope=on",
+        "namespaces=on",
         "seccomp=on",
     ] {
         assert!(bound.contains(barrier), "{bound}");

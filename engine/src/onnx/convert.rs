@@ -129,7 +129,7 @@ fn narrow_int32<T: TryFrom<i32>>(name: &str, v: &[i32]) -> Result<Vec<T>> {
 }
 
 /// Decodes little-endian `raw_data` whose length has been checked against the shape.
-fn decode_raw(dtype: DType, raw: &[u8]) -> TensorData {
+pub(crate) fn decode_raw(dtype: DType, raw: &[u8]) -> TensorData {
     fn chunks<const W: usize, T>(raw: &[u8], f: impl Fn([u8; W]) -> T) -> Vec<T> {
         raw.chunks_exact(W)
             .map(|c| {

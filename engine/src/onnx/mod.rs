@@ -10,7 +10,8 @@ pub mod proto;
 mod convert;
 
 pub(crate) use convert::{
-    attributes_from_proto, complete_value_info, tensor_from_proto, value_info_from_proto,
+    attributes_from_proto, complete_value_info, decode_raw, tensor_from_proto,
+    value_info_from_proto,
 };
 
 use prost::Message;

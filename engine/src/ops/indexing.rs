@@ -28,7 +28,10 @@ fn wrap_index(op: &str, k: i64, n: usize) -> Result<usize> {
 }
 
 /// Visits every multi-index of `shape` in row-major order.
-fn for_each_index(shape: &[usize], mut f: impl FnMut(&[usize]) -> Result<()>) -> Result<()> {
+pub(crate) fn for_each_index(
+    shape: &[usize],
+    mut f: impl FnMut(&[usize]) -> Result<()>,
+) -> Result<()> {
     let total = numel(shape)?;
     let mut pos = vec![0usize; shape.len()];
     for _ in 0..total {
@@ -254,7 +257,7 @@ fn scatter_nd<T: Convert>(
     }
     let s = strides(x.shape());
     let block: usize = x.shape()[k..].iter().product();
-    let tuples = if k == 0 { 0 } else { ind.len() / k };
+    let tuples = ind.len().checked_div(k).unwrap_or(0);
     if upd.len() != tuples * block {
         return Err(EngineError::operand(op, "updates shape does not match"));
     }

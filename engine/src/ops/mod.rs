@@ -19,15 +19,21 @@ use crate::types::TypeShape;
 
 pub mod activation;
 pub mod argmax;
+pub mod attention;
+pub mod bits;
 pub mod cast;
 pub mod constant;
+pub mod conv;
+pub mod dropout;
 pub mod elementwise;
 pub mod gemm;
 pub mod indexing;
+pub mod layout;
 pub mod logical;
 pub mod loss;
 pub mod matmul;
 pub mod normalization;
+pub mod quant;
 pub mod reduce;
 pub mod shape_ops;
 pub mod softmax;
@@ -122,6 +128,12 @@ impl OpRegistry {
         indexing::register(&mut r);
         loss::register(&mut r);
         normalization::register(&mut r);
+        conv::register(&mut r);
+        bits::register(&mut r);
+        layout::register(&mut r);
+        quant::register(&mut r);
+        dropout::register(&mut r);
+        attention::register(&mut r);
         r
     }
 

@@ -397,8 +397,11 @@ impl Operator for Gather {
 #[derive(Debug, Clone)]
 pub struct Slice {
     /// `(starts, ends, axes)` from attributes (opset < 10).
-    attrs: Option<(Vec<i64>, Vec<i64>, Option<Vec<i64>>)>,
+    attrs: Option<SliceAttrs>,
 }
+
+/// `(starts, ends, axes)` attributes of an opset < 10 `Slice`.
+type SliceAttrs = (Vec<i64>, Vec<i64>, Option<Vec<i64>>);
 
 /// Per-axis `(start, step, count)` for a concrete shape.
 fn slice_plan(
@@ -463,12 +466,7 @@ impl Slice {
             ),
             None => {
                 let get = |k: usize| inputs.get(k).cloned();
-                (
-                    get(1).flatten(),
-                    get(2).flatten(),
-                    get(3).map(|v| v),
-                    get(4).map(|v| v),
-                )
+                (get(1).flatten(), get(2).flatten(), get(3), get(4))
             }
         })
     }
@@ -601,8 +599,7 @@ impl Split {
             .or(self.attr_split.as_deref())
             .filter(|s| !s.is_empty())
         {
-            let sizes =
-                dims_from_i64(s).or_else(|_| Err(EngineError::operand(op, "negative split")))?;
+            let sizes = dims_from_i64(s).map_err(|_| EngineError::operand(op, "negative split"))?;
             if sizes.iter().sum::<usize>() != dim || sizes.len() != self.outputs {
                 return Err(EngineError::operand(
                     op,
@@ -829,10 +826,7 @@ impl Operator for Pad {
                 .flatten(),
         };
         let axes = match inputs.get(3) {
-            Some(t) if !is_absent(t) => match const_ints("Pad", t)? {
-                Some(a) => Some(Some(a)),
-                None => None,
-            },
+            Some(t) if !is_absent(t) => const_ints("Pad", t)?.map(Some),
             _ => Some(None),
         };
         let shape = match (pads, axes) {

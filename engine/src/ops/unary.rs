@@ -1,7 +1,8 @@
 //! Pointwise unary operators: math (`Abs`, `Neg`, `Sign`, `Exp`, `Log`, `Sqrt`, `Reciprocal`,
 //! `Floor`, `Ceil`, `Round`, trigonometric and hyperbolic functions, `Erf`), parameterised
 //! activations (`LeakyRelu`, `Elu`, `Selu`, `Celu`, `HardSigmoid`, `HardSwish`, `Softplus`,
-//! `Softsign`, `ThresholdedRelu`, `Gelu`, `Mish`, `Swish`) and the predicates `IsNaN`, `IsInf`.
+//! `Softsign`, `ThresholdedRelu`, `Gelu`, `Mish`, `Swish`, `Shrink`) and the predicates `IsNaN`,
+//! `IsInf`.
 //!
 //! Why one table: shape and dtype rules are identical (output = input, or `bool` for the
 //! predicates); only the scalar function differs. Floats compute in `f64` and round once to the
@@ -57,6 +58,7 @@ pub enum UnaryKind {
     Swish,
     IsNaN,
     IsInf,
+    Shrink,
 }
 
 impl UnaryKind {
@@ -100,6 +102,7 @@ impl UnaryKind {
             Swish => "Swish",
             IsNaN => "IsNaN",
             IsInf => "IsInf",
+            Shrink => "Shrink",
         }
     }
 
@@ -254,6 +257,15 @@ impl Unary {
             }
             Mish => x * softplus(x).tanh(),
             Swish => x * sigmoid(a * x),
+            Shrink => {
+                if x < -a {
+                    x + b
+                } else if x > a {
+                    x - b
+                } else {
+                    0.0
+                }
+            }
             IsNaN | IsInf => x,
         }
     }
@@ -359,6 +371,13 @@ pub(crate) fn register(r: &mut OpRegistry) {
             Ok(Box::new(op))
         });
     }
+    r.register("", "Shrink", |ctx| {
+        let a = ctx.attributes;
+        let mut op = Unary::new(Shrink);
+        op.alpha = f64::from(a.float_or("lambd", 0.5)?);
+        op.beta = f64::from(a.float_or("bias", 0.0)?);
+        Ok(Box::new(op))
+    });
     r.register("", "IsInf", |ctx| {
         let a = ctx.attributes;
         let mut op = Unary::new(IsInf);

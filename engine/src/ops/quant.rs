@@ -1,0 +1,222 @@
+//! Linear quantisation: `QuantizeLinear` and `DequantizeLinear`, per tensor, per axis or
+//! blocked, to and from 8/16-bit integers, 4/2-bit integers, `float8` and `float4`.
+//!
+//! Why through `Cast`: the float8/float4 encodings (rounding, saturation, NaN rules) already
+//! live in one tested place ([`crate::lowp`]); quantisation computes `x / scale` (rounded to
+//! even and clamped for integer targets) and hands the result to `Cast`, so the two can never
+//! disagree about a format.
+
+use super::cast::Cast;
+use super::{check_arity, unsupported_dtype, OpRegistry, Operator};
+use crate::error::{EngineError, Result};
+use crate::shape::{normalize_axis, strides};
+use crate::tensor::Tensor;
+use crate::types::TypeShape;
+use crate::DType;
+
+fn f64s(t: &Tensor) -> Result<Vec<f64>> {
+    let c = Cast::new(DType::F64).eval(&[t])?.remove(0);
+    Ok(c.as_f64().unwrap_or_default().to_vec())
+}
+
+/// The inclusive integer range of an integer dtype (2/4/8/16/32-bit).
+fn int_range(d: DType) -> Option<(f64, f64)> {
+    Some(match d {
+        DType::U8 => (0.0, 255.0),
+        DType::I8 => (-128.0, 127.0),
+        DType::U16 => (0.0, 65535.0),
+        DType::I16 => (-32768.0, 32767.0),
+        DType::I32 => (i32::MIN as f64, i32::MAX as f64),
+        DType::U32 => (0.0, u32::MAX as f64),
+        DType::U4 => (0.0, 15.0),
+        DType::I4 => (-8.0, 7.0),
+        DType::U2 => (0.0, 3.0),
+        DType::I2 => (-2.0, 1.0),
+        _ => return None,
+    })
+}
+
+/// Maps each element of `x_shape` to its scale/zero-point index.
+fn param_indices(
+    op: &str,
+    x_shape: &[usize],
+    p_shape: &[usize],
+    axis: i64,
+    block: usize,
+) -> Result<Vec<usize>> {
+    let n: usize = x_shape.iter().product();
+    let p_len: usize = p_shape.iter().product();
+    if p_len == 1 {
+        return Ok(vec![0; n]);
+    }
+    let axis = normalize_axis(op, axis, x_shape.len())?;
+    let xs = strides(x_shape);
+    let ps = strides(p_shape);
+    let per_axis = block == 0 && p_shape.len() == 1;
+    if per_axis && p_shape[0] != x_shape[axis] {
+        return Err(EngineError::operand(
+            op,
+            "scale length does not match the axis",
+        ));
+    }
+    if !per_axis
+        && (p_shape.len() != x_shape.len()
+            || block == 0
+            || p_shape[axis] != x_shape[axis].div_ceil(block))
+    {
+        return Err(EngineError::operand(
+            op,
+            "scale shape does not match blocked layout",
+        ));
+    }
+    Ok((0..n)
+        .map(|o| {
+            let coord = |d: usize| (o / xs[d]) % x_shape[d];
+            if per_axis {
+                coord(axis)
+            } else {
+                (0..x_shape.len())
+                    .map(|d| {
+                        let c = coord(d);
+                        (if d == axis { c / block } else { c }) * ps[d]
+                    })
+                    .sum()
+            }
+        })
+        .collect())
+}
+
+/// `QuantizeLinear` or `DequantizeLinear`.
+#[derive(Debug, Clone)]
+pub struct Quant {
+    dequantize: bool,
+    axis: i64,
+    block: usize,
+    output_dtype: Option<DType>,
+    saturate: bool,
+}
+
+impl Quant {
+    fn name(&self) -> &'static str {
+        if self.dequantize {
+            "DequantizeLinear"
+        } else {
+            "QuantizeLinear"
+        }
+    }
+
+    fn out_dtype(&self, inputs: &[TypeShape]) -> DType {
+        if self.dequantize {
+            self.output_dtype.unwrap_or(inputs[1].dtype)
+        } else {
+            inputs
+                .get(2)
+                .map(|z| z.dtype)
+                .or(self.output_dtype)
+                .unwrap_or(DType::U8)
+        }
+    }
+}
+
+impl Operator for Quant {
+    fn op_type(&self) -> &str {
+        self.name()
+    }
+
+    fn infer(&self, inputs: &[TypeShape]) -> Result<Vec<TypeShape>> {
+        check_arity(self.name(), inputs.len(), 2, 3)?;
+        let d = self.out_dtype(inputs);
+        let ok = if self.dequantize {
+            d.is_float()
+        } else {
+            int_range(d).is_some() || crate::lowp::is_lowp(d)
+        };
+        if !ok {
+            return Err(unsupported_dtype(self.name(), d));
+        }
+        Ok(vec![TypeShape::new(d, inputs[0].shape.clone())])
+    }
+
+    fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        let op = self.name();
+        check_arity(op, inputs.len(), 2, 3)?;
+        let (x, scale) = (inputs[0], inputs[1]);
+        let xv = f64s(x)?;
+        let sv = f64s(scale)?;
+        let zv = inputs.get(2).map(|z| f64s(z)).transpose()?;
+        let idx = param_indices(op, x.shape(), scale.shape(), self.axis, self.block)?;
+        let zp = |i: usize| {
+            zv.as_ref()
+                .map_or(0.0, |z| z.get(i).copied().unwrap_or(0.0))
+        };
+        let shape = x.shape().to_vec();
+        let out_dtype = if self.dequantize {
+            self.output_dtype.unwrap_or(scale.dtype())
+        } else {
+            inputs
+                .get(2)
+                .map(|z| z.dtype())
+                .or(self.output_dtype)
+                .unwrap_or(DType::U8)
+        };
+        // Arithmetic in float32 when the scale is float32, as the reference does.
+        let narrow = |v: f64| {
+            if scale.dtype() == DType::F32 {
+                f64::from(v as f32)
+            } else {
+                v
+            }
+        };
+        let values: Vec<f64> = if self.dequantize {
+            xv.iter()
+                .zip(&idx)
+                .map(|(&q, &i)| narrow(narrow(q - zp(i)) * sv[i]))
+                .collect()
+        } else if let Some((lo, hi)) = int_range(out_dtype) {
+            xv.iter()
+                .zip(&idx)
+                .map(|(&v, &i)| (narrow(v / sv[i]).round_ties_even() + zp(i)).clamp(lo, hi))
+                .collect()
+        } else {
+            xv.iter()
+                .zip(&idx)
+                .map(|(&v, &i)| narrow(v / sv[i]) + zp(i))
+                .collect()
+        };
+        let t = Tensor::from_f64(shape, values)?;
+        let mut cast = Cast::new(out_dtype);
+        if !self.saturate {
+            cast = Cast::with_attributes(
+                out_dtype,
+                &crate::Attributes::new(op).with("saturate", crate::AttrValue::Int(0)),
+            )?;
+        }
+        cast.eval(&[&t])
+    }
+}
+
+pub(crate) fn register(r: &mut OpRegistry) {
+    for dequantize in [false, true] {
+        let name = if dequantize {
+            "DequantizeLinear"
+        } else {
+            "QuantizeLinear"
+        };
+        r.register("", name, move |ctx| {
+            let a = ctx.attributes;
+            let output_dtype = match a.int("output_dtype")? {
+                Some(0) | None => None,
+                Some(c) => Some(DType::from_onnx(i32::try_from(c).unwrap_or(0))?),
+            };
+            let block = a.int_or("block_size", 0)?;
+            Ok(Box::new(Quant {
+                dequantize,
+                axis: a.int_or("axis", 1)?,
+                block: usize::try_from(block)
+                    .map_err(|_| a.invalid("block_size", "must be >= 0"))?,
+                output_dtype,
+                saturate: a.int_or("saturate", 1)? != 0,
+            }))
+        });
+    }
+}
