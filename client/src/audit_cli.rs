@@ -4,7 +4,8 @@
 //! - `verify` checks every record, every checkpoint's signature and root, and that the
 //!   checkpoints are consistent with each other and with the log; exit 0 only when all holds.
 //! - `show` and `stats` read the (verified) log for people.
-//! - `prove` and `verify-proof` produce and check self-contained inclusion proofs.
+//! - `prove` and `verify-proof` produce and check self-contained inclusion proofs (a record is
+//!   in the signed log) and consistency proofs (a later checkpoint extends an earlier one).
 //!
 //! Which key to trust is the auditor's decision: `--key FILE` pins a key file (the
 //! `enclave-key-*.pub` the enclave writes), `--evidence FILE` takes the Ed25519 key from an
@@ -20,7 +21,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use cloister_attestation::evidence::EvidenceBundle;
 use cloister_audit::{
-    for_each_entry, verify_dir_with, InclusionProof, LogEntry, Outcome, VerifyOptions, VerifyReport,
+    for_each_entry, proof::CONSISTENCY_FORMAT, verify_dir_with, ConsistencyProof, InclusionProof,
+    LogEntry, Outcome, VerifyOptions, VerifyReport,
 };
 use serde_json::json;
 
@@ -58,18 +60,22 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Write an inclusion proof of record N against the latest signed checkpoint.
+    /// Write an inclusion proof of record N (or a consistency proof from an earlier
+    /// checkpoint) against the latest signed checkpoint.
     Prove {
         /// The audit directory.
         dir: PathBuf,
         /// The record's index.
-        #[arg(long)]
-        index: u64,
+        #[arg(long, required_unless_present = "consistency_from")]
+        index: Option<u64>,
+        /// Instead: prove that the latest checkpoint extends the checkpoint of this tree size.
+        #[arg(long, value_name = "SIZE", conflicts_with = "index")]
+        consistency_from: Option<u64>,
         /// Write the proof here instead of standard output.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
-    /// Check an inclusion proof written by `cloister audit prove`.
+    /// Check an inclusion or consistency proof written by `cloister audit prove`.
     VerifyProof {
         /// The proof file (JSON).
         file: PathBuf,
@@ -130,7 +136,12 @@ pub fn run(command: AuditCommand) -> Result<ExitCode> {
         } => verify(&dir, &trust, allow_unsigned_tail, json),
         AuditCommand::Show { dir, filter, json } => show(&dir, &filter, json),
         AuditCommand::Stats { dir, json } => stats(&dir, json),
-        AuditCommand::Prove { dir, index, out } => prove(&dir, index, out.as_deref()),
+        AuditCommand::Prove {
+            dir,
+            index,
+            consistency_from,
+            out,
+        } => prove(&dir, index, consistency_from, out.as_deref()),
         AuditCommand::VerifyProof { file, trust, hash } => {
             verify_proof(&file, &trust, hash.as_deref())
         }
@@ -532,12 +543,17 @@ fn stats(dir: &Path, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn prove(dir: &Path, index: u64, out: Option<&Path>) -> Result<ExitCode> {
+fn prove(
+    dir: &Path,
+    index: Option<u64>,
+    consistency_from: Option<u64>,
+    out: Option<&Path>,
+) -> Result<ExitCode> {
     let mut leaves = Vec::new();
     let mut entry = None;
     let log = for_each_entry(dir, |e| {
         leaves.push(e.entry.leaf);
-        if e.entry.index == index {
+        if Some(e.entry.index) == index {
             entry = Some(e.line);
         }
     })
@@ -547,8 +563,15 @@ fn prove(dir: &Path, index: u64, out: Option<&Path>) -> Result<ExitCode> {
             dir.display()
         )
     })?;
-    let proof = InclusionProof::build_from(&leaves, entry, &log.checkpoints, index)?;
-    let text = proof.to_json_pretty() + "\n";
+    let text = match (index, consistency_from) {
+        (_, Some(old)) => {
+            ConsistencyProof::build_from(&leaves, &log.checkpoints, old)?.to_json_pretty()
+        }
+        (Some(index), None) => {
+            InclusionProof::build_from(&leaves, entry, &log.checkpoints, index)?.to_json_pretty()
+        }
+        (None, None) => bail!("pass --index N or --consistency-from SIZE"),
+    } + "\n";
     match out {
         Some(path) => std::fs::write(path, text)
             .with_context(|| format!("cannot write {}", path.display()))?,
@@ -561,6 +584,9 @@ fn verify_proof(file: &Path, trust: &Trust, hash: Option<&str>) -> Result<ExitCo
     let trusted = trusted_keys(trust)?;
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read proof file {}", file.display()))?;
+    if text.contains(CONSISTENCY_FORMAT) {
+        return verify_consistency_proof(&text, &trusted);
+    }
     let proof = match InclusionProof::from_json(&text) {
         Ok(p) => p,
         Err(e) => {
@@ -603,6 +629,32 @@ fn verify_proof(file: &Path, trust: &Trust, hash: Option<&str>) -> Result<ExitCo
         hex::encode(cp.key)
     );
     println!("key: {}", trust_note(&trusted));
+    println!("OK");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify_consistency_proof(text: &str, trusted: &[[u8; 32]]) -> Result<ExitCode> {
+    let proof = match ConsistencyProof::from_json(text) {
+        Ok(p) => p,
+        Err(e) => {
+            println!("FAILED: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if let Err(e) = proof.verify(trusted) {
+        println!("FAILED: {e}");
+        return Ok(ExitCode::FAILURE);
+    }
+    println!(
+        "the checkpoint of {} record(s) signed {} extends the checkpoint of {} record(s) signed \
+         {} in log {:?}: the log was only appended to",
+        proof.new.tree_size,
+        format_time(proof.new.time_unix_ms),
+        proof.old.tree_size,
+        format_time(proof.old.time_unix_ms),
+        proof.new.log_id
+    );
+    println!("keys: {}", trust_note(trusted));
     println!("OK");
     Ok(ExitCode::SUCCESS)
 }

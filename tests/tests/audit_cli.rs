@@ -188,6 +188,28 @@ fn cloister_audit_verifies_shows_counts_and_proves_the_log_of_a_real_run() {
     ]);
     assert!(!out.status.success(), "{}", text(&out));
 
+    // A consistency proof from the start-up checkpoint (empty log) to the shutdown one.
+    let cproof = tmp.path().join("consistency.json");
+    let out = cloister(&[
+        "audit",
+        "prove",
+        dir_s,
+        "--consistency-from",
+        "0",
+        "--out",
+        cproof.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = cloister(&[
+        "audit",
+        "verify-proof",
+        cproof.to_str().unwrap(),
+        "--evidence",
+        ev,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("only appended to"), "{}", text(&out));
+
     // A tampered copy fails and names the segment, offset and index.
     let copy = tmp.path().join("audit-copy");
     copy_dir(&dir, &copy);

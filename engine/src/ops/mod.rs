@@ -148,6 +148,13 @@ impl OpRegistry {
         );
     }
 
+    /// Every registered `(domain, op_type)`, sorted.
+    pub fn op_types(&self) -> Vec<(String, String)> {
+        let mut keys: Vec<(String, String)> = self.ctors.keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
     /// Whether `(domain, op_type)` has a constructor.
     pub fn contains(&self, domain: &str, op_type: &str) -> bool {
         self.ctors
