@@ -23,7 +23,7 @@ struct Queue {
     pending: Vec<(u64, AuditRecord)>,
     results: HashMap<u64, Outcome>,
     leader: bool,
-    checkpoint_failure: Option<String>,
+    maintenance_failure: Option<String>,
 }
 
 /// An [`AuditLog`] shared by threads, with group commit.
@@ -72,10 +72,11 @@ impl SharedLog {
                 let (written, failure) = self.with_log(|log| {
                     let first = log.next_index();
                     let written = log.append_batch_hashes(&records).map(|h| (first, h));
-                    (written, log.checkpoint_failure().map(str::to_string))
+                    let failure = log.checkpoint_failure().or(log.rotation_failure());
+                    (written, failure.map(str::to_string))
                 });
                 q = self.queue();
-                q.checkpoint_failure = failure;
+                q.maintenance_failure = failure;
                 match written {
                     Ok((first, hashes)) => {
                         for (i, (t, h)) in tickets.into_iter().zip(hashes).enumerate() {
@@ -97,10 +98,11 @@ impl SharedLog {
         }
     }
 
-    /// The last failure to write a periodic checkpoint, if it has not since succeeded (the
-    /// records themselves are durable; the checkpoint is retried on the next commit).
-    pub fn checkpoint_failure(&self) -> Option<String> {
-        self.queue().checkpoint_failure.clone()
+    /// The last failure to write a periodic checkpoint or to start a new segment, if it has
+    /// not since succeeded (the records themselves are durable; both are retried on the next
+    /// commit).
+    pub fn maintenance_failure(&self) -> Option<String> {
+        self.queue().maintenance_failure.clone()
     }
 
     /// Runs `f` on the log alone (e.g. [`AuditLog::checkpoint`] at shutdown).

@@ -22,8 +22,11 @@
 //! [`verify_dir_with`] and [`read_log`] are the read-only counterparts for auditors; they report
 //! torn tails without repairing them.
 //!
-//! Not yet here: segment rotation (the writer always appends to the highest segment) and
-//! retention, an exclusive lock against a second writer.
+//! [`AuditLog::with_max_segment_bytes`] rotates to a new segment by size; verification spans
+//! segments unchanged.
+//!
+//! Not yet here: rotation by age, retention (deleting old segments needs a signed Merkle
+//! frontier to restart verification from), an exclusive lock against a second writer.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -228,6 +231,13 @@ pub struct AuditLog {
     dir: PathBuf,
     path: PathBuf,
     file: File,
+    /// The number of the segment being written, and its length in bytes (tracked so no
+    /// `fstat` is needed inside the sandbox).
+    segment: (u32, u64),
+    /// Start a new segment before a commit would take the current one past this size.
+    max_segment_bytes: Option<u64>,
+    /// The last failure to start a new segment (the log keeps growing the current one).
+    rotation_failure: Option<String>,
     state: ChainState,
     frontier: Frontier,
     recovery: Recovery,
@@ -323,6 +333,8 @@ impl AuditLog {
             .append(true)
             .open(&path)
             .map_err(io_err("open for append", &path))?;
+        let segment_len = file.metadata().map_err(io_err("inspect", &path))?.len();
+        let segment_no = u32::try_from(scan.segments.len().max(1)).unwrap_or(u32::MAX);
         let signer = match signing {
             None => None,
             Some((policy, key)) => {
@@ -361,6 +373,9 @@ impl AuditLog {
             dir: dir.to_path_buf(),
             path,
             file,
+            segment: (segment_no, segment_len),
+            max_segment_bytes: None,
+            rotation_failure: None,
             state: scan.state,
             frontier: scan.frontier,
             recovery,
@@ -421,6 +436,13 @@ impl AuditLog {
                 last_hash: e.hash,
             };
         }
+        if let Some(max) = self.max_segment_bytes {
+            if self.segment.1 > 0 && self.segment.1.saturating_add(bytes.len() as u64) > max {
+                // A failed rotation must not stop the service: keep growing this segment and
+                // retry on the next commit.
+                self.rotation_failure = self.rotate().err().map(|e| e.to_string());
+            }
+        }
         let written = self
             .file
             .write_all(&bytes)
@@ -435,6 +457,7 @@ impl AuditLog {
             });
         }
         self.state = state;
+        self.segment.1 += bytes.len() as u64;
         for leaf in leaves {
             self.frontier.push(leaf);
         }
@@ -446,6 +469,32 @@ impl AuditLog {
             }
         }
         Ok(hashes)
+    }
+
+    /// Rotates to a new segment once the current one would exceed `max_bytes` (a single
+    /// commit is never split, so a segment can exceed it by one batch when it starts empty).
+    /// The chain and the Merkle tree continue across segments unchanged.
+    pub fn with_max_segment_bytes(mut self, max_bytes: u64) -> AuditLog {
+        self.max_segment_bytes = Some(max_bytes.max(1));
+        self
+    }
+
+    /// Starts segment `n + 1`: created empty and synced (with its directory entry) before any
+    /// entry goes into it, so a crash leaves at most an empty last segment.
+    fn rotate(&mut self) -> Result<(), AuditError> {
+        let next = self.segment.0.saturating_add(1);
+        let path = self.dir.join(segment_name(next));
+        let file = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(&path)
+            .and_then(|f| f.sync_all().map(|()| f))
+            .map_err(io_err("create", &path))?;
+        sync_dir(&self.dir)?;
+        self.file = file;
+        self.path = path;
+        self.segment = (next, 0);
+        Ok(())
     }
 
     fn checkpoint_due(&self) -> bool {
@@ -496,6 +545,11 @@ impl AuditLog {
     /// The last failure to write a periodic checkpoint, if it has not since succeeded.
     pub fn checkpoint_failure(&self) -> Option<&str> {
         self.signer.as_ref().and_then(|s| s.failure.as_deref())
+    }
+
+    /// The last failure to start a new segment, if it has not since succeeded.
+    pub fn rotation_failure(&self) -> Option<&str> {
+        self.rotation_failure.as_deref()
     }
 
     /// What `open` repaired.

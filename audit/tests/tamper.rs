@@ -53,6 +53,21 @@ fn segment(dir: &Path) -> PathBuf {
     dir.join("audit-000001.log")
 }
 
+/// The highest-numbered segment (where a crash can leave a torn tail).
+fn last_segment(dir: &Path) -> PathBuf {
+    let mut segments: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("audit-"))
+        })
+        .collect();
+    segments.sort();
+    segments.pop().unwrap()
+}
+
 fn checkpoints(dir: &Path) -> PathBuf {
     dir.join("checkpoints.log")
 }
@@ -552,7 +567,10 @@ proptest! {
         let dir = tmp.path();
         let mut seed = 1u8;
         let mut keys = vec![key(seed).verifying_key().to_bytes()];
-        let mut log = AuditLog::open_with_signer(dir, policy(4), key(seed)).unwrap();
+        // Small segments, so rotation happens between crashes too.
+        let mut log = AuditLog::open_with_signer(dir, policy(4), key(seed))
+            .unwrap()
+            .with_max_segment_bytes(2000);
         let mut acknowledged = 0u64;
         for op in ops {
             let crashed = match op {
@@ -572,9 +590,10 @@ proptest! {
                     let prev: [u8; 32] = hex::decode(log.last_hash_hex()).unwrap().try_into().unwrap();
                     let (line, _) = encode_line(&record(acknowledged), acknowledged, &prev).unwrap();
                     let cut = 1 + cut as usize % (line.len() - 1);
-                    let mut bytes = fs::read(segment(dir)).unwrap();
+                    let last = last_segment(dir);
+                    let mut bytes = fs::read(&last).unwrap();
                     bytes.extend_from_slice(&line[..cut]);
-                    fs::write(segment(dir), bytes).unwrap();
+                    fs::write(&last, bytes).unwrap();
                     true
                 }
                 Op::CrashInCheckpoint(cut) => {
@@ -602,7 +621,9 @@ proptest! {
                 prop_assert_eq!(before.entries, acknowledged);
                 seed = seed.wrapping_add(1).max(1);
                 keys.push(key(seed).verifying_key().to_bytes());
-                log = AuditLog::open_with_signer(dir, policy(4), key(seed)).unwrap();
+                log = AuditLog::open_with_signer(dir, policy(4), key(seed))
+                    .unwrap()
+                    .with_max_segment_bytes(2000);
                 prop_assert_eq!(log.next_index(), acknowledged);
                 // Reopening signs whatever was unsigned: the log now verifies strictly.
                 let after = verify_dir_with(dir, &VerifyOptions {
@@ -683,4 +704,54 @@ fn consistency_proof_documents_between_checkpoints() {
     forked.old = cloister_audit::Checkpoint::sign("test-log", 6, [7u8; 32], 0, &key(1));
     assert!(forked.verify(&pinned).is_err());
     assert!(p.verify(&[key(3).verifying_key().to_bytes()]).is_err());
+}
+
+#[test]
+fn segments_rotate_by_size_and_verification_spans_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut log = AuditLog::open_with_signer(dir, policy(4), key(1))
+        .unwrap()
+        .with_max_segment_bytes(1500);
+    for i in 0..9 {
+        log.append(record(i)).unwrap();
+    }
+    // A batch is never split across segments.
+    log.append_batch(&[record(9), record(10), record(11)])
+        .unwrap();
+    log.checkpoint().unwrap();
+    drop(log);
+    let report = verify_dir_with(dir, &strict()).unwrap();
+    assert_eq!(report.entries, 12);
+    assert!(report.segments >= 5, "{report:?}");
+    for n in 1..=report.segments {
+        let len = fs::metadata(dir.join(format!("audit-{n:06}.log")))
+            .unwrap()
+            .len();
+        assert!(len > 0, "segment {n} is empty");
+    }
+
+    // A crash right after a rotation leaves an empty last segment: harmless, and the next
+    // writer continues in it.
+    let next = dir.join(format!("audit-{:06}.log", report.segments + 1));
+    fs::write(&next, b"").unwrap();
+    verify_dir_with(dir, &strict()).unwrap();
+    let mut log = AuditLog::open_with_signer(dir, policy(4), key(1))
+        .unwrap()
+        .with_max_segment_bytes(1500);
+    log.append(record(12)).unwrap();
+    log.checkpoint().unwrap();
+    drop(log);
+    assert!(fs::metadata(&next).unwrap().len() > 0);
+    assert_eq!(verify_dir_with(dir, &strict()).unwrap().entries, 13);
+
+    // Tampering in a middle segment is located there.
+    let seg3 = dir.join("audit-000003.log");
+    let mut bytes = fs::read(&seg3).unwrap();
+    bytes[30] ^= 0x01;
+    fs::write(&seg3, &bytes).unwrap();
+    let e = verify_dir_with(dir, &strict()).unwrap_err();
+    let p = place(&e).unwrap();
+    assert_eq!((p.file, p.offset), (seg3, 0), "{e}");
+    assert!(e.to_string().contains("audit-000003.log:1"), "{e}");
 }

@@ -14,7 +14,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
-use crate::datadir::{self, DataDir, BUNDLED_MODEL_ID, DEV_TENANT};
+use crate::datadir::{self, DataDir, BUNDLED_ENSEMBLE_ID, BUNDLED_MODEL_ID, DEV_TENANT};
 use crate::profile::Profile;
 
 /// Options of `cloister up`.
@@ -175,6 +175,7 @@ pub async fn run(opts: UpOptions) -> Result<()> {
     );
     println!("  policy       {}", dir.policy().display());
     println!("  audit log    {}", dir.audit().display());
+    println!("  ledger       {}", dir.ledger().display());
     println!("  profile      {}", profile_path.display());
     println!();
     println!("Verify the enclave, then run a sealed inference on three held-out digits:");
@@ -184,6 +185,14 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         profile_path.display(),
         dir.example_input().display()
     );
+    println!();
+    println!("Differentially private labels from the teacher ensemble, and the budget they spend:");
+    println!(
+        "  {me} infer --profile {} --model {BUNDLED_ENSEMBLE_ID} --input {}",
+        profile_path.display(),
+        dir.example_input().display()
+    );
+    println!("  {me} budget --profile {}", profile_path.display());
     println!();
     println!("Press Ctrl-C to stop.");
 

@@ -215,8 +215,8 @@ impl Enclave {
         // Group commit: returns once this record (perhaps batched with others) is synced.
         match self.audit.commit(record) {
             Ok((index, hash)) => {
-                if let Some(e) = self.audit.checkpoint_failure() {
-                    tracing::error!(error = %e, "audit checkpoint failed; will retry");
+                if let Some(e) = self.audit.maintenance_failure() {
+                    tracing::error!(error = %e, "audit checkpoint or rotation failed; will retry");
                 }
                 Ok((index, hex::encode(hash)))
             }

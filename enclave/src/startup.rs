@@ -97,6 +97,7 @@ impl Enclave {
             cloister_audit::CheckpointPolicy::default(),
             signing.clone(),
         )
+        .map(|log| log.with_max_segment_bytes(64 << 20))
         .with_context(|| format!("open audit log in {}", opts.audit_dir.display()))?;
         if let cloister_audit::Recovery::TruncatedTornTail(_) = audit.recovery() {
             tracing::warn!("{}", audit.recovery());

@@ -153,6 +153,38 @@ fn cloister_up_attest_infer_and_clean_stop() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // The printed ensemble command returns noisy labels, and `budget` shows what they cost.
+    let ensemble_line = banner
+        .lines()
+        .map(str::trim)
+        .find(|l| l.contains("--model digits-ensemble"))
+        .expect("example ensemble command");
+    let parts: Vec<&str> = ensemble_line.split_whitespace().collect();
+    let out = Command::new(parts[0]).args(&parts[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["label"].as_array().map(Vec::len), Some(3), "{doc}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("privacy: gnmax cost 0.03"));
+    let budget_line = banner
+        .lines()
+        .map(str::trim)
+        .find(|l| l.contains(" budget --profile "))
+        .expect("example budget command");
+    let parts: Vec<&str> = budget_line.split_whitespace().collect();
+    let out = Command::new(parts[0])
+        .args(&parts[1..])
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["accounts"][0]["account"], "tenant/dev");
+    assert_eq!(report["accounts"][0]["spent_rho"], 0.03);
+
     // SIGTERM stops everything cleanly.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(up.id() as i32),
@@ -170,7 +202,7 @@ fn cloister_up_attest_infer_and_clean_stop() {
     assert!(status.success(), "cloister up exit: {status}");
     assert!(!data.join("run/enclave.sock").exists(), "socket removed");
     let summary = cloister_audit::verify_dir(&data.join("audit")).unwrap();
-    assert_eq!(summary.entries, 1);
+    assert_eq!(summary.entries, 3, "infer, ensemble infer, budget");
 
     // Second start reuses the data directory (no new keys, same policy).
     let policy_before = std::fs::read(data.join("policy.toml")).unwrap();

@@ -1,4 +1,4 @@
-//! Sliding-window operators: `Conv`, `MaxPool`, `AveragePool`, `LpPool`, `GlobalAveragePool`,
+//! Sliding-window operators: `Conv`, `ConvTranspose`, `MaxPool`, `AveragePool`, `LpPool`, `GlobalAveragePool`,
 //! `GlobalMaxPool`, for any number of spatial dimensions.
 //!
 //! Why one module: they share the window geometry — kernel shape, strides, dilations, explicit
@@ -352,6 +352,15 @@ pub struct Conv {
 }
 
 impl Conv {
+    /// Builds from a node's attributes (also used by the integer convolutions).
+    pub(crate) fn from_attributes(a: &Attributes) -> Result<Conv> {
+        let g = a.int_or("group", 1)?;
+        Ok(Conv {
+            spec: WindowSpec::parse(a)?,
+            group: usize::try_from(g).map_err(|_| a.invalid("group", "must be positive"))?,
+        })
+    }
+
     fn window(&self, x: &[usize], w: &[usize]) -> Result<Window> {
         self.spec.resolve("Conv", &x[2..], Some(&w[2..]))
     }
@@ -464,14 +473,226 @@ impl Operator for Conv {
     }
 }
 
+/// `ConvTranspose(X, W, B?)`: the gradient of `Conv` with respect to its input (each input
+/// element scatters `W` into the output), with `output_padding`, `output_shape` and
+/// `auto_pad` resolved as the reference does.
+#[derive(Debug, Clone)]
+pub struct ConvTranspose {
+    group: usize,
+    strides: Option<Vec<usize>>,
+    dilations: Option<Vec<usize>>,
+    pads: Option<Vec<usize>>,
+    output_padding: Option<Vec<usize>>,
+    output_shape: Option<Vec<usize>>,
+    auto_pad: AutoPad,
+}
+
+/// Resolved `ConvTranspose` geometry: (strides, dilations, pad_begin, output spatial shape).
+type Deconv = (Vec<usize>, Vec<usize>, Vec<i64>, Vec<usize>);
+
+impl ConvTranspose {
+    fn geometry(&self, x: &[usize], kernel: &[usize]) -> Result<Deconv> {
+        let r = x.len();
+        let op = "ConvTranspose";
+        let strides = self.strides.clone().unwrap_or_else(|| vec![1; r]);
+        let dil = self.dilations.clone().unwrap_or_else(|| vec![1; r]);
+        let opad = self.output_padding.clone().unwrap_or_else(|| vec![0; r]);
+        if strides.len() != r || dil.len() != r || opad.len() < r || kernel.len() != r {
+            return Err(EngineError::operand(
+                op,
+                "attributes do not match the input rank",
+            ));
+        }
+        let full = |i: usize| -> i64 {
+            (strides[i] * (x[i].saturating_sub(1)) + opad[i] + (kernel[i] - 1) * dil[i] + 1) as i64
+        };
+        let same = matches!(self.auto_pad, AutoPad::SameUpper | AutoPad::SameLower);
+        let (begin, out): (Vec<i64>, Vec<i64>) = match (&self.pads, same) {
+            (None, true) => {
+                let out: Vec<i64> = match &self.output_shape {
+                    Some(o) => o.iter().map(|&v| v as i64).collect(),
+                    None => (0..r).map(|i| (x[i] * strides[i]) as i64).collect(),
+                };
+                let begin = (0..r)
+                    .map(|i| {
+                        let total = full(i) - out[i];
+                        if self.auto_pad == AutoPad::SameUpper {
+                            total.div_euclid(2)
+                        } else {
+                            total - total.div_euclid(2)
+                        }
+                    })
+                    .collect();
+                (begin, out)
+            }
+            (pads, _) => {
+                let pads = pads.clone().unwrap_or_else(|| vec![0; 2 * r]);
+                if pads.len() != 2 * r {
+                    return Err(EngineError::operand(
+                        op,
+                        "pads length must be twice the rank",
+                    ));
+                }
+                let out = match &self.output_shape {
+                    Some(o) => o.iter().map(|&v| v as i64).collect(),
+                    None => (0..r)
+                        .map(|i| full(i) - (pads[i] + pads[i + r]) as i64)
+                        .collect(),
+                };
+                (pads[..r].iter().map(|&p| p as i64).collect(), out)
+            }
+        };
+        if out.len() != r || out.iter().any(|&o| o < 0) {
+            return Err(EngineError::operand(op, "invalid output shape"));
+        }
+        Ok((
+            strides,
+            dil,
+            begin,
+            out.into_iter().map(|o| o as usize).collect(),
+        ))
+    }
+}
+
+impl Operator for ConvTranspose {
+    fn op_type(&self) -> &str {
+        "ConvTranspose"
+    }
+
+    fn infer(&self, inputs: &[TypeShape]) -> Result<Vec<TypeShape>> {
+        check_arity("ConvTranspose", inputs.len(), 2, 3)?;
+        let (x, w) = (&inputs[0], &inputs[1]);
+        if !x.dtype.is_float() || w.dtype != x.dtype {
+            return Err(unsupported_dtype("ConvTranspose", x.dtype));
+        }
+        if x.rank() < 3 || w.rank() != x.rank() {
+            return Err(EngineError::operand(
+                "ConvTranspose",
+                "X and W must be N x C x spatial",
+            ));
+        }
+        let m = match w.shape[1] {
+            Dim::Fixed(v) => Dim::Fixed(v * self.group),
+            _ => Dim::unknown(),
+        };
+        let mut shape = vec![x.shape[0].clone(), m];
+        match (x.concrete_shape(), w.concrete_shape()) {
+            (Some(xs), Some(ws)) => shape.extend(
+                self.geometry(&xs[2..], &ws[2..])?
+                    .3
+                    .into_iter()
+                    .map(Dim::Fixed),
+            ),
+            _ => shape.extend(std::iter::repeat_n(Dim::unknown(), x.rank() - 2)),
+        }
+        Ok(vec![TypeShape::new(x.dtype, shape)])
+    }
+
+    fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        check_arity("ConvTranspose", inputs.len(), 2, 3)?;
+        let (x, wt) = (inputs[0], inputs[1]);
+        let (xs, ws) = (x.shape(), wt.shape());
+        if xs.len() < 3 || ws.len() != xs.len() {
+            return Err(EngineError::operand(
+                "ConvTranspose",
+                "X and W must be N x C x spatial",
+            ));
+        }
+        let (strides, dil, begin, out) = self.geometry(&xs[2..], &ws[2..])?;
+        let (n, c, g) = (xs[0], xs[1], self.group);
+        if g == 0 || c % g != 0 || ws[0] != c {
+            return Err(EngineError::operand(
+                "ConvTranspose",
+                "channels do not fit the group",
+            ));
+        }
+        let mg = ws[1];
+        let m = mg * g;
+        let cg = c / g;
+        let spatial = &xs[2..];
+        let kernel = &ws[2..];
+        let plane: usize = spatial.iter().product();
+        let kplane: usize = kernel.iter().product();
+        let oplane: usize = out.iter().product();
+        let ostr = strides_of(&out);
+        let xv = f64s(x)?;
+        let wv = f64s(wt)?;
+        let bias = inputs.get(2).map(|b| f64s(b)).transpose()?;
+        // Output offset for each (input position, kernel position), or None when outside.
+        let mut taps: Vec<Vec<Option<usize>>> = Vec::with_capacity(plane);
+        for_each_index(spatial, |p| {
+            let mut row = Vec::with_capacity(kplane);
+            for_each_index(kernel, |k| {
+                let mut off = 0usize;
+                let mut inside = true;
+                for i in 0..spatial.len() {
+                    let pos = (p[i] * strides[i] + k[i] * dil[i]) as i64 - begin[i];
+                    if pos < 0 || pos >= out[i] as i64 {
+                        inside = false;
+                        break;
+                    }
+                    off += pos as usize * ostr[i];
+                }
+                row.push(inside.then_some(off));
+                Ok(())
+            })?;
+            taps.push(row);
+            Ok(())
+        })?;
+        let mut y = vec![0f64; n * m * oplane];
+        for b in 0..n {
+            for ch in 0..c {
+                let gi = ch / cg;
+                for mo in 0..mg {
+                    let f = gi * mg + mo;
+                    let wb = (ch * mg + mo) * kplane;
+                    let yb = (b * m + f) * oplane;
+                    for (p, row) in taps.iter().enumerate() {
+                        let xval = xv[(b * c + ch) * plane + p];
+                        for (k, tap) in row.iter().enumerate() {
+                            if let Some(o) = tap {
+                                y[yb + o] += xval * wv[wb + k];
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(bv) = &bias {
+                for f in 0..m {
+                    let add = bv.get(f).copied().unwrap_or(0.0);
+                    y[(b * m + f) * oplane..(b * m + f + 1) * oplane]
+                        .iter_mut()
+                        .for_each(|v| *v += add);
+                }
+            }
+        }
+        let mut shape = vec![n, m];
+        shape.extend_from_slice(&out);
+        Ok(vec![back(x.dtype(), shape, y)?])
+    }
+}
+
+fn strides_of(shape: &[usize]) -> Vec<usize> {
+    strides(shape)
+}
+
 pub(crate) fn register(r: &mut OpRegistry) {
-    r.register("", "Conv", |ctx| {
+    r.register("", "ConvTranspose", |ctx| {
         let a = ctx.attributes;
         let g = a.int_or("group", 1)?;
-        Ok(Box::new(Conv {
-            spec: WindowSpec::parse(a)?,
+        let spec = WindowSpec::parse(a)?;
+        Ok(Box::new(ConvTranspose {
             group: usize::try_from(g).map_err(|_| a.invalid("group", "must be positive"))?,
+            strides: spec.strides,
+            dilations: spec.dilations,
+            pads: spec.pads,
+            output_padding: usizes(a, "output_padding")?,
+            output_shape: usizes(a, "output_shape")?,
+            auto_pad: spec.auto_pad,
         }))
+    });
+    r.register("", "Conv", |ctx| {
+        Ok(Box::new(Conv::from_attributes(ctx.attributes)?))
     });
     for (name, kind, global) in [
         ("MaxPool", PoolKind::Max, false),

@@ -1,5 +1,6 @@
 //! Linear quantisation: `QuantizeLinear` and `DequantizeLinear`, per tensor, per axis or
-//! blocked, to and from 8/16-bit integers, 4/2-bit integers, `float8` and `float4`.
+//! blocked, to and from 8/16-bit integers, 4/2-bit integers, `float8` and `float4`; and the
+//! integer kernels `MatMulInteger`, `ConvInteger`, `QLinearMatMul`, `QLinearConv`.
 //!
 //! Why through `Cast`: the float8/float4 encodings (rounding, saturation, NaN rules) already
 //! live in one tested place ([`crate::lowp`]); quantisation computes `x / scale` (rounded to
@@ -195,7 +196,184 @@ impl Operator for Quant {
     }
 }
 
+/// `(x - zero_point)` as an `f64` tensor (zero point broadcast; absent = 0).
+fn centred(x: &Tensor, zp: Option<&&Tensor>) -> Result<Tensor> {
+    let mut v = f64s(x)?;
+    if let Some(z) = zp.filter(|z| !super::is_absent_tensor(z)) {
+        let zv = f64s(z)?;
+        let zb = if zv.len() == 1 {
+            vec![zv[0]; v.len()]
+        } else if x.rank() >= 1 && zv.len() == x.shape()[0] && x.rank() > 1 {
+            // Per-row (or per-output-channel) zero points along the first axis.
+            let inner: usize = x.shape()[1..].iter().product();
+            (0..v.len()).map(|i| zv[i / inner]).collect()
+        } else {
+            crate::broadcast::broadcast_to(&zv, z.shape(), x.shape())?
+        };
+        v.iter_mut().zip(zb).for_each(|(a, b)| *a -= b);
+    }
+    Tensor::from_f64(x.shape().to_vec(), v)
+}
+
+/// Which integer kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IntKind {
+    MatMulInteger,
+    ConvInteger,
+    QLinearMatMul,
+    QLinearConv,
+}
+
+/// `MatMulInteger`, `ConvInteger` (int32 results) and `QLinearMatMul`, `QLinearConv`
+/// (requantised results), computed exactly in `f64` through the float kernels.
+#[derive(Debug, Clone)]
+pub struct IntegerOp {
+    kind: IntKind,
+    conv: Option<super::conv::Conv>,
+}
+
+impl IntegerOp {
+    fn name(&self) -> &'static str {
+        match self.kind {
+            IntKind::MatMulInteger => "MatMulInteger",
+            IntKind::ConvInteger => "ConvInteger",
+            IntKind::QLinearMatMul => "QLinearMatMul",
+            IntKind::QLinearConv => "QLinearConv",
+        }
+    }
+
+    fn core(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        match &self.conv {
+            Some(c) => Ok(c.eval(&[a, b])?.remove(0)),
+            None => Ok(super::matmul::MatMul.eval(&[a, b])?.remove(0)),
+        }
+    }
+}
+
+impl Operator for IntegerOp {
+    fn op_type(&self) -> &str {
+        self.name()
+    }
+
+    fn infer(&self, inputs: &[TypeShape]) -> Result<Vec<TypeShape>> {
+        let op = self.name();
+        let (a, b, out_dtype) = match self.kind {
+            IntKind::MatMulInteger | IntKind::ConvInteger => {
+                check_arity(op, inputs.len(), 2, 4)?;
+                (&inputs[0], &inputs[1], DType::I32)
+            }
+            IntKind::QLinearMatMul => {
+                check_arity(op, inputs.len(), 8, 8)?;
+                (&inputs[0], &inputs[3], inputs[7].dtype)
+            }
+            IntKind::QLinearConv => {
+                check_arity(op, inputs.len(), 8, 9)?;
+                (&inputs[0], &inputs[3], inputs[7].dtype)
+            }
+        };
+        let f = |t: &TypeShape| TypeShape::new(DType::F64, t.shape.clone());
+        let shape = match &self.conv {
+            Some(c) => c.infer(&[f(a), f(b)])?.remove(0).shape,
+            None => super::matmul::MatMul.infer(&[f(a), f(b)])?.remove(0).shape,
+        };
+        Ok(vec![TypeShape::new(out_dtype, shape)])
+    }
+
+    fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        let op = self.name();
+        let out = match self.kind {
+            IntKind::MatMulInteger | IntKind::ConvInteger => {
+                check_arity(op, inputs.len(), 2, 4)?;
+                let a = centred(inputs[0], inputs.get(2))?;
+                let b = centred(inputs[1], inputs.get(3))?;
+                let y = self.core(&a, &b)?;
+                Cast::new(DType::I32).eval(&[&y])?.remove(0)
+            }
+            IntKind::QLinearMatMul | IntKind::QLinearConv => {
+                check_arity(op, inputs.len(), 8, 9)?;
+                let a = centred(inputs[0], Some(&inputs[2]))?;
+                let b = centred(inputs[3], Some(&inputs[5]))?;
+                let y = self.core(&a, &b)?;
+                let mut y = f64s(&y)?;
+                // QLinearConv's optional int32 bias is added to the accumulator per channel.
+                if let Some(bias) = inputs.get(8).filter(|t| !super::is_absent_tensor(t)) {
+                    let bv = f64s(bias)?;
+                    let m = bv.len().max(1);
+                    let plane = y.len() / (inputs[0].shape()[0] * m).max(1);
+                    for (i, v) in y.iter_mut().enumerate() {
+                        *v += bv[(i / plane.max(1)) % m];
+                    }
+                }
+                let (sa, sb, sy) = (f64s(inputs[1])?, f64s(inputs[4])?, f64s(inputs[6])?);
+                let zy = f64s(inputs[7])?;
+                let out_dtype = inputs[7].dtype();
+                let (lo, hi) =
+                    int_range(out_dtype).ok_or_else(|| unsupported_dtype(op, out_dtype))?;
+                // The multiplier a_scale * b_scale / y_scale is computed in the scale's dtype.
+                let narrow = |v: f64| {
+                    if inputs[1].dtype() == DType::F32 {
+                        f64::from(v as f32)
+                    } else {
+                        v
+                    }
+                };
+                let shape = inputs[0].shape();
+                let per_channel = self.conv.is_some() && sb.len() > 1;
+                let plane: usize = if per_channel {
+                    y.len() / (shape[0] * sb.len()).max(1)
+                } else {
+                    1
+                };
+                let out_shape = self
+                    .infer(
+                        &inputs
+                            .iter()
+                            .map(|t| TypeShape::fixed(t.dtype(), t.shape()))
+                            .collect::<Vec<_>>(),
+                    )?
+                    .remove(0)
+                    .concrete_shape()
+                    .unwrap_or_default();
+                let v: Vec<f64> = y
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &c)| {
+                        let ch = if per_channel {
+                            (i / plane) % sb.len()
+                        } else {
+                            0
+                        };
+                        let m = narrow(narrow(sa[0] * sb[ch]) / sy[0]);
+                        (c * m + zy[0]).round_ties_even().clamp(lo, hi)
+                    })
+                    .collect();
+                Cast::new(out_dtype)
+                    .eval(&[&Tensor::from_f64(out_shape, v)?])?
+                    .remove(0)
+            }
+        };
+        Ok(vec![out])
+    }
+}
+
 pub(crate) fn register(r: &mut OpRegistry) {
+    for kind in [
+        IntKind::MatMulInteger,
+        IntKind::ConvInteger,
+        IntKind::QLinearMatMul,
+        IntKind::QLinearConv,
+    ] {
+        let probe = IntegerOp { kind, conv: None };
+        r.register("", probe.name(), move |ctx| {
+            let conv = match kind {
+                IntKind::ConvInteger | IntKind::QLinearConv => {
+                    Some(super::conv::Conv::from_attributes(ctx.attributes)?)
+                }
+                _ => None,
+            };
+            Ok(Box::new(IntegerOp { kind, conv }))
+        });
+    }
     for dequantize in [false, true] {
         let name = if dequantize {
             "DequantizeLinear"
