@@ -755,3 +755,25 @@ fn segments_rotate_by_size_and_verification_spans_them() {
     assert_eq!((p.file, p.offset), (seg3, 0), "{e}");
     assert!(e.to_string().contains("audit-000003.log:1"), "{e}");
 }
+
+#[test]
+fn a_failed_rotation_does_not_stop_the_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut log = AuditLog::open_with_signer(dir, policy(100), key(1))
+        .unwrap()
+        .with_max_segment_bytes(1000);
+    // Something occupies the next segment's name: rotation fails, appends go on.
+    fs::create_dir(dir.join("audit-000002.log")).unwrap();
+    for i in 0..4 {
+        assert_eq!(log.append(record(i)).unwrap(), i);
+    }
+    assert!(log.rotation_failure().is_some());
+    fs::remove_dir(dir.join("audit-000002.log")).unwrap();
+    log.append(record(4)).unwrap();
+    assert!(log.rotation_failure().is_none());
+    log.checkpoint().unwrap();
+    drop(log);
+    let report = verify_dir_with(dir, &strict()).unwrap();
+    assert_eq!((report.entries, report.segments), (5, 2));
+}
