@@ -113,6 +113,9 @@ pub enum Error {
         /// Why it failed.
         detail: String,
     },
+    /// The SEV-SNP hardware provider is unavailable or failed (not in a guest, or firmware refused).
+    #[error("SEV-SNP provider: {0}")]
+    Provider(String),
 }
 
 /// Result alias for this crate.

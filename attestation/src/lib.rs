@@ -26,6 +26,7 @@ pub mod provider;
 pub mod report;
 pub mod roots;
 pub mod sim;
+pub mod snp;
 pub mod verify;
 
 pub use binding::{report_data, Binding};
@@ -35,4 +36,5 @@ pub use provider::{AttestationProvider, RawEvidence};
 pub use report::{AttestationReport, Tcb};
 pub use roots::Product;
 pub use sim::{measure_file, SimProvider, SimRoot};
+pub use snp::SnpProvider;
 pub use verify::{verify, Check, Verification, VerifiedEvidence, VerifierPolicy};

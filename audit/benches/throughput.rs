@@ -29,6 +29,7 @@ fn record(i: u64) -> AuditRecord {
         },
         input_digest: Some("11".repeat(32)),
         output_digest: Some("22".repeat(32)),
+        privacy: None,
         latency_us: 1234,
     }
 }

@@ -129,6 +129,7 @@ mod tests {
             outcome: RecordOutcome::Ok,
             input_digest: None,
             output_digest: None,
+            privacy: None,
             latency_us: 0,
         }
     }

@@ -41,7 +41,7 @@ pub use log::{
     LogEntry, Position, Recovery, TornTail, VerifyOptions, VerifyReport, VerifySummary,
 };
 pub use proof::{ConsistencyProof, InclusionProof, ProofError};
-pub use record::{keyed_digest, AuditRecord, Outcome, GENESIS_PREV};
+pub use record::{keyed_digest, AuditRecord, Outcome, PrivacyCharge, GENESIS_PREV};
 
 /// Everything that can go wrong reading or writing the audit log.
 #[derive(Debug, thiserror::Error)]

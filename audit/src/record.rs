@@ -75,8 +75,20 @@ pub struct AuditRecord {
     pub input_digest: Option<String>,
     /// [`keyed_digest`] of the output.
     pub output_digest: Option<String>,
+    /// The privacy mechanism applied and what it cost (models with a mechanism only).
+    pub privacy: Option<PrivacyCharge>,
     /// Time spent in the enclave, microseconds.
     pub latency_us: u64,
+}
+
+/// The differential-privacy side of a decision: the mechanism and the charge, never the noise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyCharge {
+    /// The mechanism, e.g. `gnmax` or `dp-trained`.
+    pub mechanism: String,
+    /// zCDP cost charged to the ledger for this decision, in nano-ρ (0 when free).
+    pub cost_nano_rho: u64,
 }
 
 /// Hex HMAC-SHA256 of `data` under `key`: a digest that identifies data to holders of the key
@@ -104,6 +116,7 @@ struct Canonical<'a> {
     outcome: &'a Outcome,
     input_digest: Option<&'a str>,
     output_digest: Option<&'a str>,
+    privacy: Option<&'a PrivacyCharge>,
     latency_us: u64,
 }
 
@@ -121,6 +134,7 @@ pub(crate) struct StoredEntry {
     pub outcome: Outcome,
     pub input_digest: Option<String>,
     pub output_digest: Option<String>,
+    pub privacy: Option<PrivacyCharge>,
     pub latency_us: u64,
     pub prev: String,
     pub hash: String,
@@ -138,6 +152,7 @@ impl StoredEntry {
             outcome: self.outcome,
             input_digest: self.input_digest,
             output_digest: self.output_digest,
+            privacy: self.privacy,
             latency_us: self.latency_us,
         };
         (self.index, record, self.prev, self.hash)
@@ -158,6 +173,7 @@ impl AuditRecord {
             outcome: &self.outcome,
             input_digest: self.input_digest.as_deref(),
             output_digest: self.output_digest.as_deref(),
+            privacy: self.privacy.as_ref(),
             latency_us: self.latency_us,
         })
     }
@@ -280,6 +296,7 @@ mod tests {
             },
             input_digest: None,
             output_digest: None,
+            privacy: None,
             latency_us: 42,
         }
     }

@@ -26,6 +26,7 @@ fn record(i: u64) -> AuditRecord {
         },
         input_digest: Some(keyed_digest(&KEY, format!("input {i}").as_bytes())),
         output_digest: Some(keyed_digest(&KEY, format!("output {i}").as_bytes())),
+        privacy: None,
         latency_us: 1000 + i,
     }
 }

@@ -33,6 +33,7 @@ fn record(i: u64) -> AuditRecord {
         },
         input_digest: Some("11".repeat(32)),
         output_digest: None,
+        privacy: None,
         latency_us: 1000 + i,
     }
 }

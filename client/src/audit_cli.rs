@@ -461,6 +461,8 @@ struct Group {
     ok: u64,
     refused: BTreeMap<String, u64>,
     errors: BTreeMap<String, u64>,
+    /// Privacy budget spent, nano-ρ.
+    spent_nano_rho: u64,
 }
 
 fn stats(dir: &Path, json: bool) -> Result<ExitCode> {
@@ -477,6 +479,9 @@ fn stats(dir: &Path, json: bool) -> Result<ExitCode> {
         );
         let g = groups.entry(key).or_default();
         g.requests += 1;
+        if let Some(p) = &r.privacy {
+            g.spent_nano_rho = g.spent_nano_rho.saturating_add(p.cost_nano_rho);
+        }
         match &r.outcome {
             Outcome::Ok => g.ok += 1,
             Outcome::Refused { code } => *g.refused.entry(code.clone()).or_default() += 1,
@@ -496,6 +501,7 @@ fn stats(dir: &Path, json: bool) -> Result<ExitCode> {
                 json!({
                     "tenant": tenant, "model": model, "requests": g.requests, "ok": g.ok,
                     "refused": g.refused, "errors": g.errors,
+                    "privacy_spent_rho": g.spent_nano_rho as f64 / 1e9,
                 })
             })
             .collect();
@@ -519,8 +525,8 @@ fn stats(dir: &Path, json: bool) -> Result<ExitCode> {
     let tw = groups.keys().map(|k| k.0.len()).max().unwrap_or(0).max(6);
     let mw = groups.keys().map(|k| k.1.len()).max().unwrap_or(0).max(5);
     println!(
-        "{:<tw$}  {:<mw$}  {:>8}  {:>8}  {:>8}  {:>8}  REASONS",
-        "TENANT", "MODEL", "REQUESTS", "OK", "REFUSED", "ERRORS"
+        "{:<tw$}  {:<mw$}  {:>8}  {:>8}  {:>8}  {:>8}  {:>10}  REASONS",
+        "TENANT", "MODEL", "REQUESTS", "OK", "REFUSED", "ERRORS", "SPENT ρ"
     );
     for ((tenant, model), g) in &groups {
         let reasons: Vec<String> = g
@@ -530,13 +536,14 @@ fn stats(dir: &Path, json: bool) -> Result<ExitCode> {
             .map(|(c, n)| format!("{c}={n}"))
             .collect();
         println!(
-            "{:<tw$}  {:<mw$}  {:>8}  {:>8}  {:>8}  {:>8}  {}",
+            "{:<tw$}  {:<mw$}  {:>8}  {:>8}  {:>8}  {:>8}  {:>10}  {}",
             tenant,
             model,
             g.requests,
             g.ok,
             g.refused.values().sum::<u64>(),
             g.errors.values().sum::<u64>(),
+            g.spent_nano_rho as f64 / 1e9,
             reasons.join(" ")
         );
     }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cloister_audit::{keyed_digest, AuditRecord, Outcome};
+use cloister_audit::{keyed_digest, AuditRecord, Outcome, PrivacyCharge};
 use cloister_protocol::error::{ApiError, ErrorCode};
 use cloister_protocol::frame::{Frame, FrameKind};
 use cloister_protocol::inner::{
@@ -35,6 +35,7 @@ struct Context {
     model: Option<String>,
     model_sha256: Option<String>,
     input_digest: Option<String>,
+    privacy: Option<PrivacyCharge>,
 }
 
 /// The successful part of an inference, before it is recorded.
@@ -210,6 +211,7 @@ impl Enclave {
             outcome,
             input_digest: ctx.input_digest.clone(),
             output_digest,
+            privacy: ctx.privacy.clone(),
             latency_us: started.elapsed().as_micros() as u64,
         };
         // Group commit: returns once this record (perhaps batched with others) is synced.
@@ -364,13 +366,30 @@ impl Enclave {
             .first()
             .and_then(|(_, t)| t.shape().first().copied())
             .unwrap_or(1);
+        let mechanism = crate::privacy::mechanism_name(entry);
+        let charge = |cost: u64| {
+            mechanism.map(|m| PrivacyCharge {
+                mechanism: m.to_string(),
+                cost_nano_rho: cost,
+            })
+        };
         let charged = match self
             .privacy
             .charge(&request.request_id, tenant, entry, rows)?
         {
-            ChargeDecision::Free => None,
-            ChargeDecision::Charged(c) => Some(c),
-            ChargeDecision::Repeat(body) => return Ok(Decision::Repeat(body)),
+            ChargeDecision::Free => {
+                ctx.privacy = charge(0);
+                None
+            }
+            ChargeDecision::Charged(c) => {
+                ctx.privacy = charge(c.cost().as_nano());
+                Some(c)
+            }
+            ChargeDecision::Repeat(body) => {
+                // Charged the first time; answering again costs nothing.
+                ctx.privacy = charge(0);
+                return Ok(Decision::Repeat(body));
+            }
         };
         let outputs = loaded.model.run(inputs).map_err(|e| {
             tracing::warn!(model = %request.model, error = %e, "inference failed");

@@ -27,6 +27,10 @@ struct Args {
     /// Directory of the privacy-budget ledger (needed when the policy charges any model).
     #[arg(long)]
     ledger_dir: Option<PathBuf>,
+    /// Directory holding a cached VCEK (`vcek.der`) for hosts whose extended report carries no
+    /// certificates (provider "snp" only).
+    #[arg(long)]
+    snp_cert_cache: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -43,6 +47,7 @@ fn main() -> Result<()> {
         sim_root: args.sim_root,
         audit_dir: args.audit_dir,
         ledger_dir: args.ledger_dir,
+        snp_cert_cache: args.snp_cert_cache,
     };
     // Start-up runs before any thread pool exists and before any request is read: policy,
     // models, keys, attestation provider, audit log; then the gateway socket is bound.

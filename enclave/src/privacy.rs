@@ -42,6 +42,22 @@ pub struct Charged {
     remaining: BTreeMap<String, Option<Rho>>,
 }
 
+impl Charged {
+    /// What was charged.
+    pub fn cost(&self) -> Rho {
+        self.cost
+    }
+}
+
+/// The policy name of a model's release mechanism, if it has one.
+pub fn mechanism_name(model: &ModelEntry) -> Option<&'static str> {
+    match model.privacy {
+        ModelPrivacy::GnMax { .. } => Some("gnmax"),
+        ModelPrivacy::DpTrained { .. } => Some("dp-trained"),
+        _ => None,
+    }
+}
+
 /// What [`PrivacyState::charge`] decided.
 pub enum ChargeDecision {
     /// No mechanism: nothing to charge.

@@ -34,6 +34,9 @@ pub struct StartOptions {
     pub audit_dir: PathBuf,
     /// Directory of the privacy ledger (required when the policy charges any model).
     pub ledger_dir: Option<PathBuf>,
+    /// Directory with a cached VCEK (`vcek.der`), for SEV-SNP hosts whose extended report
+    /// carries no certificates (provider `snp` only).
+    pub snp_cert_cache: Option<PathBuf>,
 }
 
 /// A model ready to serve.
@@ -90,7 +93,11 @@ impl Enclave {
         }
         let opener = Opener::new(cloister_seal::generate_key_config(1)?)?;
         let signing = SigningKey::generate(&mut rand::rngs::OsRng);
-        let provider = make_provider(&policy, opts.sim_root.as_deref())?;
+        let provider = make_provider(
+            &policy,
+            opts.sim_root.as_deref(),
+            opts.snp_cert_cache.as_deref(),
+        )?;
         // Checkpoints are signed with the attested key; the key file lets auditors verify offline.
         let audit = AuditLog::open_with_signer(
             &opts.audit_dir,
@@ -210,6 +217,7 @@ fn load_model(path: &Path, pinned: &[u8; 32]) -> Result<LoadedModel> {
 fn make_provider(
     policy: &Policy,
     sim_root: Option<&Path>,
+    snp_cert_cache: Option<&Path>,
 ) -> Result<Box<dyn AttestationProvider + Send + Sync>> {
     match policy.attestation.provider {
         Provider::Sim => {
@@ -226,10 +234,10 @@ fn make_provider(
                 .with_context(|| format!("measure {}", exe.display()))?;
             Ok(Box::new(SimProvider::new(root, measurement)))
         }
-        Provider::Snp => bail!(
-            "the policy selects the SEV-SNP hardware provider, which this build does not include yet \
-             (it needs /dev/sev-guest inside an SEV-SNP guest); use provider = \"sim\" with \
-             allow_simulated = true on machines without SEV-SNP"
-        ),
+        Provider::Snp => {
+            let provider = cloister_attestation::SnpProvider::open(snp_cert_cache)
+                .context("the policy selects the SEV-SNP hardware provider")?;
+            Ok(Box::new(provider))
+        }
     }
 }

@@ -77,7 +77,12 @@ fn onnx_node_tests_of_claimed_operators_all_pass() {
             );
         }
     }
-    println!("{} in {:.1?}", report.summary(), start.elapsed());
+    println!(
+        "{} operator types claimed; {} in {:.1?}",
+        registry.op_types().len(),
+        report.summary(),
+        start.elapsed()
+    );
     assert_eq!(
         report.results.len(),
         1884,

@@ -368,11 +368,13 @@ async fn tap(
                                 answer.payload = swap(&parked, answer.payload).await;
                             }
                             (TapMode::ReplaySealed, FrameKind::SealedResponse) => {
-                                if request.write_to(&mut to_enclave).await.is_ok() {
-                                    if let Ok(second) = Frame::read_from(&mut to_enclave).await {
-                                        transcript.lock().unwrap().push((true, request.clone()));
-                                        transcript.lock().unwrap().push((false, second));
-                                    }
+                                let second = match request.write_to(&mut to_enclave).await {
+                                    Ok(()) => Frame::read_from(&mut to_enclave).await.ok(),
+                                    Err(_) => None,
+                                };
+                                if let Some(second) = second {
+                                    transcript.lock().unwrap().push((true, request.clone()));
+                                    transcript.lock().unwrap().push((false, second));
                                 }
                             }
                             _ => {}

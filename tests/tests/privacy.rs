@@ -101,6 +101,25 @@ fn the_ensemble_answers_noisy_labels_with_a_receipt_and_charges_every_account() 
     let report = svc.block_on(client.budget()).unwrap();
     assert!((spent(&report, "tenant/dev") - 0.4).abs() < 1e-12);
     assert!(report.refresh.starts_with("never"));
+
+    // The audit record carries the mechanism and the exact charge, and nothing of the noise.
+    let mut log = String::new();
+    for entry in std::fs::read_dir(svc.audit_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("audit-")
+        {
+            log.push_str(&std::fs::read_to_string(path).unwrap());
+        }
+    }
+    assert!(
+        log.contains(r#""privacy":{"mechanism":"gnmax","cost_nano_rho":400000000}"#),
+        "{log}"
+    );
+    assert!(!log.contains("votes"), "votes must never reach the log");
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! Activations: `Relu`, `Sigmoid`, `Tanh`, and the ones with tensor parameters, `PRelu` (a
-//! broadcast slope) and `Clip` (bounds as inputs, or attributes before opset 11).
+//! broadcast slope), `Clip` (bounds as inputs, or attributes before opset 11) and `SwiGLU`.
 //!
 //! Why together: same shape rule (output = input), same driver; each differs only in the scalar
 //! function. `Sigmoid` uses the two-branch form so large |x| never overflows `exp`. The
@@ -256,7 +256,71 @@ impl Operator for Clip {
     }
 }
 
+/// `SwiGLU(A, B)`: `A * sigmoid(alpha * A) * B` (same shapes, no broadcasting), rounding to
+/// the element type after each step like the reference.
+#[derive(Debug, Clone)]
+pub struct SwiGlu {
+    alpha: f64,
+}
+
+impl Operator for SwiGlu {
+    fn op_type(&self) -> &str {
+        "SwiGLU"
+    }
+
+    fn infer(&self, inputs: &[TypeShape]) -> Result<Vec<TypeShape>> {
+        check_arity("SwiGLU", inputs.len(), 2, 2)?;
+        let d = same_dtype("SwiGLU", inputs)?;
+        if !d.is_float() || inputs[0].shape != inputs[1].shape {
+            return Err(EngineError::operand(
+                "SwiGLU",
+                "A and B must be floats of one shape",
+            ));
+        }
+        Ok(vec![TypeShape::new(d, inputs[0].shape.clone())])
+    }
+
+    fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        check_arity("SwiGLU", inputs.len(), 2, 2)?;
+        let (a, b) = (inputs[0], inputs[1]);
+        if a.shape() != b.shape() || a.dtype() != b.dtype() {
+            return Err(EngineError::operand(
+                "SwiGLU",
+                "A and B must have one shape and dtype",
+            ));
+        }
+        let f = |t: &Tensor| -> Result<Vec<f64>> {
+            let c = super::cast::Cast::new(DType::F64).eval(&[t])?.remove(0);
+            Ok(c.as_f64().unwrap_or_default().to_vec())
+        };
+        let r = |v: f64| -> f64 {
+            match a.dtype() {
+                DType::F32 => f64::from(v as f32),
+                DType::F16 => half::f16::from_f64(v).to_f64(),
+                DType::BF16 => half::bf16::from_f64(v).to_f64(),
+                _ => v,
+            }
+        };
+        let (av, bv) = (f(a)?, f(b)?);
+        let y: Vec<f64> = av
+            .iter()
+            .zip(&bv)
+            .map(|(&x, &z)| {
+                let s = r(1.0 / r(1.0 + r(r(-self.alpha * x).exp())));
+                r(r(x * s) * z)
+            })
+            .collect();
+        let t = Tensor::from_f64(a.shape().to_vec(), y)?;
+        super::cast::Cast::new(a.dtype()).eval(&[&t])
+    }
+}
+
 pub(crate) fn register(r: &mut OpRegistry) {
+    r.register("", "SwiGLU", |ctx| {
+        Ok(Box::new(SwiGlu {
+            alpha: f64::from(ctx.attributes.float_or("alpha", 1.0)?),
+        }))
+    });
     r.register("", "PRelu", |ctx| {
         if ctx.opset < 7 {
             return Err(EngineError::UnsupportedFeature(

@@ -497,6 +497,9 @@ impl ConvTranspose {
         let strides = self.strides.clone().unwrap_or_else(|| vec![1; r]);
         let dil = self.dilations.clone().unwrap_or_else(|| vec![1; r]);
         let opad = self.output_padding.clone().unwrap_or_else(|| vec![0; r]);
+        if kernel.contains(&0) || strides.contains(&0) || dil.contains(&0) {
+            return Err(EngineError::operand(op, "zero kernel, stride or dilation"));
+        }
         if strides.len() != r || dil.len() != r || opad.len() < r || kernel.len() != r {
             return Err(EngineError::operand(
                 op,

@@ -337,6 +337,9 @@ impl Operator for GatherNd {
             .collect();
         let ind = int_list("GatherND", it)?;
         let b = self.batch_dims;
+        if it.shape()[..b] != x.shape()[..b] {
+            return Err(EngineError::operand("GatherND", "batch dimensions differ"));
+        }
         let k = it.shape()[it.rank() - 1];
         let s = strides(x.shape());
         let block: usize = x.shape()[b + k..].iter().product();

@@ -1,5 +1,5 @@
-//! Layout and generator operators: `DepthToSpace`, `SpaceToDepth`, `EyeLike`, `TopK`,
-//! `Hardmax`.
+//! Layout and generator operators: `DepthToSpace`, `SpaceToDepth`, `CenterCropPad`,
+//! `ReverseSequence`, `EyeLike`, `TopK`, `Hardmax`, `Unique`, and `Det`.
 //!
 //! Why together: each is a fixed permutation or selection of elements computed from shapes and
 //! attributes alone (no arithmetic on values beyond comparisons), built as an index list and
@@ -310,7 +310,345 @@ impl Operator for Hardmax {
     }
 }
 
+/// `CenterCropPad(input, shape)`: crops or zero-pads the given axes around the centre.
+#[derive(Debug, Clone)]
+pub struct CenterCropPad {
+    axes: Option<Vec<i64>>,
+}
+
+impl Operator for CenterCropPad {
+    fn op_type(&self) -> &str {
+        "CenterCropPad"
+    }
+
+    fn infer(&self, inputs: &[TypeShape]) -> Result<Vec<TypeShape>> {
+        check_arity("CenterCropPad", inputs.len(), 2, 2)?;
+        let x = &inputs[0];
+        let mut shape = x.shape.clone();
+        let axes = self.axes(x.rank())?;
+        let sizes = match &inputs[1].value {
+            Some(v) => Some(int_list("CenterCropPad", v)?),
+            None => None,
+        };
+        for (k, &a) in axes.iter().enumerate() {
+            shape[a] = match &sizes {
+                Some(s) => Dim::Fixed(s.get(k).copied().unwrap_or(0).max(0) as usize),
+                None => Dim::unknown(),
+            };
+        }
+        Ok(vec![TypeShape::new(x.dtype, shape)])
+    }
+
+    fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        check_arity("CenterCropPad", inputs.len(), 2, 2)?;
+        let x = inputs[0];
+        let sizes = int_list("CenterCropPad", inputs[1])?;
+        let axes = self.axes(x.rank())?;
+        if sizes.len() != axes.len() {
+            return Err(EngineError::operand(
+                "CenterCropPad",
+                "shape length != number of axes",
+            ));
+        }
+        let mut out = x.shape().to_vec();
+        // Per axis: offset such that out index o reads input index o + shift (if in range).
+        let mut shift = vec![0i64; x.rank()];
+        for (&a, &s) in axes.iter().zip(&sizes) {
+            let s = usize::try_from(s)
+                .map_err(|_| EngineError::operand("CenterCropPad", "negative size"))?;
+            let dim = x.shape()[a];
+            out[a] = s;
+            shift[a] = if s <= dim {
+                ((dim - s) / 2) as i64
+            } else {
+                -(((s - dim) / 2) as i64)
+            };
+        }
+        let st = crate::shape::strides(x.shape());
+        let mut idx = Vec::with_capacity(numel(&out)?);
+        super::indexing::for_each_index(&out, |p| {
+            let mut off = Some(0usize);
+            for (a, &q) in p.iter().enumerate() {
+                let src = q as i64 + shift[a];
+                if src < 0 || src >= x.shape()[a] as i64 {
+                    off = None;
+                    break;
+                }
+                off = off.map(|o| o + src as usize * st[a]);
+            }
+            idx.push(off);
+            Ok(())
+        })?;
+        Ok(vec![take(x, out, &idx, None)?])
+    }
+}
+
+impl CenterCropPad {
+    fn axes(&self, rank: usize) -> Result<Vec<usize>> {
+        match &self.axes {
+            None => Ok((0..rank).collect()),
+            Some(a) => a
+                .iter()
+                .map(|&x| normalize_axis("CenterCropPad", x, rank))
+                .collect(),
+        }
+    }
+}
+
+/// `ReverseSequence(input, sequence_lens)`: reverses the first `len[b]` steps of each batch
+/// entry along the time axis.
+#[derive(Debug, Clone)]
+pub struct ReverseSequence {
+    batch_axis: i64,
+    time_axis: i64,
+}
+
+impl Operator for ReverseSequence {
+    fn op_type(&self) -> &str {
+        "ReverseSequence"
+    }
+
+    fn infer(&self, inputs: &[TypeShape]) -> Result<Vec<TypeShape>> {
+        check_arity("ReverseSequence", inputs.len(), 2, 2)?;
+        Ok(vec![TypeShape::new(
+            inputs[0].dtype,
+            inputs[0].shape.clone(),
+        )])
+    }
+
+    fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        check_arity("ReverseSequence", inputs.len(), 2, 2)?;
+        let x = inputs[0];
+        let lens = int_list("ReverseSequence", inputs[1])?;
+        let (ba, ta) = (
+            normalize_axis("ReverseSequence", self.batch_axis, x.rank())?,
+            normalize_axis("ReverseSequence", self.time_axis, x.rank())?,
+        );
+        if lens.len() != x.shape()[ba] {
+            return Err(EngineError::operand(
+                "ReverseSequence",
+                "one length per batch entry",
+            ));
+        }
+        let st = crate::shape::strides(x.shape());
+        let t = x.shape()[ta] as i64;
+        let mut idx = Vec::with_capacity(x.len());
+        super::indexing::for_each_index(x.shape(), |p| {
+            let l = lens[p[ba]].clamp(0, t) as usize;
+            let mut q = p.to_vec();
+            if q[ta] < l {
+                q[ta] = l - 1 - q[ta];
+            }
+            idx.push(Some(q.iter().zip(&st).map(|(a, b)| a * b).sum()));
+            Ok(())
+        })?;
+        Ok(vec![take(x, x.shape().to_vec(), &idx, None)?])
+    }
+}
+
+/// `Unique`: distinct elements (or slices along `axis`), sorted or in order of first
+/// occurrence, with first indices, inverse indices and counts.
+#[derive(Debug, Clone)]
+pub struct Unique {
+    axis: Option<i64>,
+    sorted: bool,
+}
+
+impl Operator for Unique {
+    fn op_type(&self) -> &str {
+        "Unique"
+    }
+
+    fn infer(&self, inputs: &[TypeShape]) -> Result<Vec<TypeShape>> {
+        check_arity("Unique", inputs.len(), 1, 1)?;
+        let x = &inputs[0];
+        let y = match self.axis {
+            None => vec![Dim::unknown()],
+            Some(a) => {
+                let a = normalize_axis("Unique", a, x.rank())?;
+                let mut s = x.shape.clone();
+                s[a] = Dim::unknown();
+                s
+            }
+        };
+        let one = |d| TypeShape::new(d, vec![Dim::unknown()]);
+        Ok(vec![
+            TypeShape::new(x.dtype, y),
+            one(DType::I64),
+            one(DType::I64),
+            one(DType::I64),
+        ])
+    }
+
+    fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        check_arity("Unique", inputs.len(), 1, 1)?;
+        let x = inputs[0];
+        let v = {
+            let c = super::cast::Cast::new(DType::F64).eval(&[x])?.remove(0);
+            c.as_f64().unwrap_or_default().to_vec()
+        };
+        let (shape, axis) = match self.axis {
+            None => (vec![x.len()], 0),
+            Some(a) => (x.shape().to_vec(), normalize_axis("Unique", a, x.rank())?),
+        };
+        let n = shape[axis];
+        let outer: usize = shape[..axis].iter().product();
+        let inner: usize = shape[axis + 1..].iter().product();
+        let slice_idx = |k: usize| -> Vec<usize> {
+            (0..outer)
+                .flat_map(|o| (0..inner).map(move |i| (o * n + k) * inner + i))
+                .collect()
+        };
+        let slices: Vec<Vec<f64>> = (0..n)
+            .map(|k| slice_idx(k).iter().map(|&i| v[i]).collect())
+            .collect();
+        let cmp = |a: &Vec<f64>, b: &Vec<f64>| {
+            a.iter()
+                .zip(b)
+                .map(|(p, q)| p.total_cmp(q))
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        };
+        // Distinct slices in first-occurrence order.
+        let mut firsts: Vec<usize> = Vec::new();
+        let mut inverse = vec![0usize; n];
+        for k in 0..n {
+            match firsts
+                .iter()
+                .position(|&f| cmp(&slices[f], &slices[k]).is_eq())
+            {
+                Some(u) => inverse[k] = u,
+                None => {
+                    inverse[k] = firsts.len();
+                    firsts.push(k);
+                }
+            }
+        }
+        let mut order: Vec<usize> = (0..firsts.len()).collect();
+        if self.sorted {
+            order.sort_by(|&a, &b| cmp(&slices[firsts[a]], &slices[firsts[b]]));
+        }
+        let mut rank = vec![0usize; order.len()];
+        for (r, &u) in order.iter().enumerate() {
+            rank[u] = r;
+        }
+        let indices: Vec<i64> = order.iter().map(|&u| firsts[u] as i64).collect();
+        let inv: Vec<i64> = inverse.iter().map(|&u| rank[u] as i64).collect();
+        let mut counts = vec![0i64; order.len()];
+        for &u in &inverse {
+            counts[rank[u]] += 1;
+        }
+        let flat = x.clone().reshaped(shape.clone())?;
+        let mut idx = Vec::new();
+        for o in 0..outer {
+            for &k in &indices {
+                idx.extend((0..inner).map(|i| Some((o * n + k as usize) * inner + i)));
+            }
+        }
+        let mut y_shape = shape;
+        y_shape[axis] = indices.len();
+        let m = indices.len();
+        Ok(vec![
+            take(&flat, y_shape, &idx, None)?,
+            Tensor::from_i64(vec![m], indices)?,
+            Tensor::from_i64(vec![n], inv)?,
+            Tensor::from_i64(vec![m], counts)?,
+        ])
+    }
+}
+
+/// `Det`: determinants of the trailing square matrices (LU with partial pivoting in `f64`).
+#[derive(Debug, Clone, Default)]
+pub struct Det;
+
+impl Operator for Det {
+    fn op_type(&self) -> &str {
+        "Det"
+    }
+
+    fn infer(&self, inputs: &[TypeShape]) -> Result<Vec<TypeShape>> {
+        check_arity("Det", inputs.len(), 1, 1)?;
+        let x = &inputs[0];
+        if !x.dtype.is_float() || x.rank() < 2 {
+            return Err(EngineError::operand(
+                "Det",
+                "input must be float [..., M, M]",
+            ));
+        }
+        Ok(vec![TypeShape::new(
+            x.dtype,
+            x.shape[..x.rank() - 2].to_vec(),
+        )])
+    }
+
+    fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        check_arity("Det", inputs.len(), 1, 1)?;
+        let x = inputs[0];
+        let s = x.shape();
+        if s.len() < 2 || s[s.len() - 1] != s[s.len() - 2] {
+            return Err(EngineError::operand("Det", "input must be [..., M, M]"));
+        }
+        let m = s[s.len() - 1];
+        let v = {
+            let c = super::cast::Cast::new(DType::F64).eval(&[x])?.remove(0);
+            c.as_f64().unwrap_or_default().to_vec()
+        };
+        let batch = v.len() / (m * m).max(1);
+        let mut out = Vec::with_capacity(batch);
+        for b in 0..batch {
+            let mut a = v[b * m * m..(b + 1) * m * m].to_vec();
+            let mut det = 1.0;
+            for col in 0..m {
+                let p = (col..m)
+                    .max_by(|&i, &j| a[i * m + col].abs().total_cmp(&a[j * m + col].abs()))
+                    .unwrap_or(col);
+                if a[p * m + col] == 0.0 {
+                    det = 0.0;
+                    break;
+                }
+                if p != col {
+                    for k in 0..m {
+                        a.swap(p * m + k, col * m + k);
+                    }
+                    det = -det;
+                }
+                let piv = a[col * m + col];
+                det *= piv;
+                for r in col + 1..m {
+                    let f = a[r * m + col] / piv;
+                    for k in col..m {
+                        a[r * m + k] -= f * a[col * m + k];
+                    }
+                }
+            }
+            out.push(det);
+        }
+        let t = Tensor::from_f64(s[..s.len() - 2].to_vec(), out)?;
+        super::cast::Cast::new(x.dtype()).eval(&[&t])
+    }
+}
+
 pub(crate) fn register(r: &mut OpRegistry) {
+    r.register("", "Unique", |ctx| {
+        let a = ctx.attributes;
+        Ok(Box::new(Unique {
+            axis: a.int("axis")?,
+            sorted: a.int_or("sorted", 1)? != 0,
+        }))
+    });
+    r.register("", "Det", |_| Ok(Box::new(Det)));
+    r.register("", "CenterCropPad", |ctx| {
+        Ok(Box::new(CenterCropPad {
+            axes: ctx.attributes.ints("axes")?.map(<[i64]>::to_vec),
+        }))
+    });
+    r.register("", "ReverseSequence", |ctx| {
+        let a = ctx.attributes;
+        Ok(Box::new(ReverseSequence {
+            batch_axis: a.int_or("batch_axis", 1)?,
+            time_axis: a.int_or("time_axis", 0)?,
+        }))
+    });
     for to_space in [true, false] {
         r.register(
             "",

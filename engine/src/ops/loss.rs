@@ -77,6 +77,12 @@ impl Loss {
         }
         let target = super::tensor_ops::int_list(op, t)?;
         let weight = inputs.get(2).map(|w| to_f64(w)).transpose()?;
+        if weight.as_ref().is_some_and(|w| w.len() != c) {
+            return Err(EngineError::operand(
+                op,
+                "weight must have one entry per class",
+            ));
+        }
         let ii = self.ignore_index;
         let gather_weight: Option<Vec<f64>> = match &weight {
             Some(w) => Some(
@@ -86,7 +92,7 @@ impl Loss {
                         if Some(k) == ii {
                             0.0
                         } else {
-                            w[k.clamp(0, w.len() as i64 - 1).max(0) as usize]
+                            w[k.clamp(0, c as i64 - 1) as usize]
                         }
                     })
                     .collect(),

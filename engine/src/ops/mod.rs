@@ -25,6 +25,7 @@ pub mod cast;
 pub mod constant;
 pub mod conv;
 pub mod dropout;
+pub mod einsum;
 pub mod elementwise;
 pub mod gemm;
 pub mod indexing;
@@ -36,6 +37,7 @@ pub mod normalization;
 pub mod quant;
 pub mod reduce;
 pub mod shape_ops;
+pub mod signal;
 pub mod softmax;
 pub mod tensor_ops;
 pub mod unary;
@@ -134,6 +136,8 @@ impl OpRegistry {
         quant::register(&mut r);
         dropout::register(&mut r);
         attention::register(&mut r);
+        einsum::register(&mut r);
+        signal::register(&mut r);
         r
     }
 

@@ -82,6 +82,7 @@ impl Operator for TrailingNorm {
 
     fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
         let op = self.name();
+        check_arity(op, inputs.len(), 2, 3)?;
         let x = inputs[0];
         let axis = normalize_axis(op, self.axis, x.rank())?;
         let shape = x.shape();
@@ -351,7 +352,72 @@ impl Operator for LpNorm {
     }
 }
 
+/// `LRN`: local response normalisation across channels.
+#[derive(Debug, Clone)]
+pub struct Lrn {
+    alpha: f64,
+    beta: f64,
+    bias: f64,
+    size: usize,
+}
+
+impl Operator for Lrn {
+    fn op_type(&self) -> &str {
+        "LRN"
+    }
+
+    fn infer(&self, inputs: &[TypeShape]) -> Result<Vec<TypeShape>> {
+        check_arity("LRN", inputs.len(), 1, 1)?;
+        float_input("LRN", &inputs[0])?;
+        Ok(vec![TypeShape::new(
+            inputs[0].dtype,
+            inputs[0].shape.clone(),
+        )])
+    }
+
+    fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        check_arity("LRN", inputs.len(), 1, 1)?;
+        let x = inputs[0];
+        let s = x.shape();
+        if s.len() < 3 {
+            return Err(EngineError::operand("LRN", "input must be N x C x spatial"));
+        }
+        let (n, c) = (s[0], s[1]);
+        let inner: usize = s[2..].iter().product();
+        let v = f64s(x)?;
+        let before = (self.size - 1) / 2;
+        let after = self.size.div_ceil(2).max(1) - 1;
+        let mut y = vec![0f64; v.len()];
+        for b in 0..n {
+            for ch in 0..c {
+                let lo = ch.saturating_sub(before);
+                let hi = (ch + after).min(c - 1);
+                for i in 0..inner {
+                    let sq: f64 = (lo..=hi).map(|k| v[(b * c + k) * inner + i].powi(2)).sum();
+                    let at = (b * c + ch) * inner + i;
+                    y[at] =
+                        v[at] / (self.bias + self.alpha / self.size as f64 * sq).powf(self.beta);
+                }
+            }
+        }
+        Ok(vec![back(x.dtype(), s.to_vec(), y)?])
+    }
+}
+
 pub(crate) fn register(r: &mut OpRegistry) {
+    r.register("", "LRN", |ctx| {
+        let a = ctx.attributes;
+        let size = a.required_int("size")?;
+        Ok(Box::new(Lrn {
+            alpha: f64::from(a.float_or("alpha", 1e-4)?),
+            beta: f64::from(a.float_or("beta", 0.75)?),
+            bias: f64::from(a.float_or("bias", 1.0)?),
+            size: usize::try_from(size)
+                .ok()
+                .filter(|&s| s > 0)
+                .ok_or_else(|| a.invalid("size", "must be positive"))?,
+        }))
+    });
     for (name, kind) in [
         ("LayerNormalization", Trailing::Layer),
         ("RMSNormalization", Trailing::Rms),

@@ -1,6 +1,7 @@
 //! Linear quantisation: `QuantizeLinear` and `DequantizeLinear`, per tensor, per axis or
 //! blocked, to and from 8/16-bit integers, 4/2-bit integers, `float8` and `float4`; and the
-//! integer kernels `MatMulInteger`, `ConvInteger`, `QLinearMatMul`, `QLinearConv`.
+//! integer kernels `MatMulInteger`, `ConvInteger`, `QLinearMatMul`, `QLinearConv`, and
+//! `DynamicQuantizeLinear`.
 //!
 //! Why through `Cast`: the float8/float4 encodings (rounding, saturation, NaN rules) already
 //! live in one tested place ([`crate::lowp`]); quantisation computes `x / scale` (rounded to
@@ -306,6 +307,12 @@ impl Operator for IntegerOp {
                 }
                 let (sa, sb, sy) = (f64s(inputs[1])?, f64s(inputs[4])?, f64s(inputs[6])?);
                 let zy = f64s(inputs[7])?;
+                if sa.is_empty() || sb.is_empty() || sy.is_empty() || zy.is_empty() {
+                    return Err(EngineError::operand(
+                        op,
+                        "scales and zero points must not be empty",
+                    ));
+                }
                 let out_dtype = inputs[7].dtype();
                 let (lo, hi) =
                     int_range(out_dtype).ok_or_else(|| unsupported_dtype(op, out_dtype))?;
@@ -356,7 +363,55 @@ impl Operator for IntegerOp {
     }
 }
 
+/// `DynamicQuantizeLinear(x)`: uint8 quantisation with scale and zero point computed from the
+/// data's range (which always includes 0), in `float32` like the reference.
+#[derive(Debug, Clone, Default)]
+pub struct DynamicQuantize;
+
+impl Operator for DynamicQuantize {
+    fn op_type(&self) -> &str {
+        "DynamicQuantizeLinear"
+    }
+
+    fn infer(&self, inputs: &[TypeShape]) -> Result<Vec<TypeShape>> {
+        check_arity("DynamicQuantizeLinear", inputs.len(), 1, 1)?;
+        if inputs[0].dtype != DType::F32 {
+            return Err(unsupported_dtype("DynamicQuantizeLinear", inputs[0].dtype));
+        }
+        Ok(vec![
+            TypeShape::new(DType::U8, inputs[0].shape.clone()),
+            TypeShape::fixed(DType::F32, &[]),
+            TypeShape::fixed(DType::U8, &[]),
+        ])
+    }
+
+    fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        check_arity("DynamicQuantizeLinear", inputs.len(), 1, 1)?;
+        let x = inputs[0];
+        let v = x
+            .as_f32()
+            .ok_or_else(|| unsupported_dtype("DynamicQuantizeLinear", x.dtype()))?;
+        let maxx = v.iter().copied().fold(0f32, f32::max);
+        let minx = v.iter().copied().fold(0f32, f32::min);
+        let range = if maxx == minx { 1.0 } else { maxx - minx };
+        let scale = range / 255.0f32;
+        let zp = (0.0f32 - minx / scale).clamp(0.0, 255.0).round_ties_even();
+        let y: Vec<u8> = v
+            .iter()
+            .map(|&e| ((e / scale).round_ties_even() + zp).clamp(0.0, 255.0) as u8)
+            .collect();
+        Ok(vec![
+            Tensor::from_vec(x.shape().to_vec(), y)?,
+            Tensor::scalar(scale),
+            Tensor::scalar(zp as u8),
+        ])
+    }
+}
+
 pub(crate) fn register(r: &mut OpRegistry) {
+    r.register("", "DynamicQuantizeLinear", |_| {
+        Ok(Box::new(DynamicQuantize))
+    });
     for kind in [
         IntKind::MatMulInteger,
         IntKind::ConvInteger,

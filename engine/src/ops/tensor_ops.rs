@@ -441,10 +441,11 @@ fn slice_plan(
         let (s, e) = if step > 0 {
             (s.clamp(0, dim), e.clamp(0, dim))
         } else {
-            (s.clamp(0, dim - 1), e.clamp(-1, dim - 1))
+            // max/min rather than clamp: an empty axis makes the upper bound -1.
+            (s.min(dim - 1).max(0), e.min(dim - 1).max(-1))
         };
         let span = if step > 0 { e - s } else { s - e };
-        let count = if span <= 0 {
+        let count = if span <= 0 || dim == 0 {
             0
         } else {
             let st = step.unsigned_abs() as i64;
@@ -1197,6 +1198,9 @@ mod tests {
         assert_eq!(p[0].2, 0);
         let p = slice_plan(&[4], &[i64::MAX], &[i64::MIN], None, Some(&[-1])).unwrap();
         assert_eq!(p, vec![(3, -1, 4)]);
+        // An empty axis with a negative step is empty, not a panic.
+        let p = slice_plan(&[0], &[-1], &[-10], None, Some(&[-1])).unwrap();
+        assert_eq!(p[0].2, 0);
     }
 
     #[test]
