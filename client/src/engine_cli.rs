@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 /// `cloister run MODEL --input FILE [--output FILE]`: prints (or writes) the outputs as JSON,
 /// `{"name": {"shape": [...], "dtype": "...", "data": [...]}}`.
 pub fn run_model(model: &Path, input: &Path, output: Option<&Path>) -> Result<ExitCode> {
-    let m = Model::load(model).with_context(|| format!("loading {}", model.display()))?;
+    let m = Model::load(model)?;
     let text =
         std::fs::read_to_string(input).with_context(|| format!("reading {}", input.display()))?;
     let doc: Value =
@@ -156,8 +156,7 @@ fn to_wire(t: &Tensor) -> Result<WireTensor> {
 /// `N passed, M failed, K skipped`; exits non-zero when any test failed.
 pub fn conformance(dir: &Path) -> Result<ExitCode> {
     let registry = OpRegistry::standard();
-    let report = run_suite(dir, &registry, |r| say(&r.to_string()))
-        .with_context(|| format!("reading {}", dir.display()))?;
+    let report = run_suite(dir, &registry, |r| say(&r.to_string()))?;
     if report.results.is_empty() {
         bail!(
             "no ONNX tests (directories with model.onnx) under {}",

@@ -14,8 +14,8 @@ pub enum EngineError {
     #[error("model bytes are not a valid ONNX protobuf: {0}")]
     MalformedProtobuf(String),
 
-    /// Operator of the service: the model file could not be read.
-    #[error("cannot read model file {path}: {source}")]
+    /// Operator of the service: a file (the model, or a test-suite file) could not be read.
+    #[error("cannot read {path}: {source}")]
     Io {
         /// The path that was read.
         path: String,
