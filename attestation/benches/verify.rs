@@ -36,6 +36,7 @@ fn sim_bundle() -> (EvidenceBundle, VerifierPolicy, tempfile::TempDir) {
         allow_simulated: true,
         min_tcb: None,
         require_sandbox: false,
+        allow_smt: true,
     };
     (bundle, policy, dir)
 }
@@ -61,6 +62,7 @@ fn benches(c: &mut Criterion) {
         allow_simulated: false,
         min_tcb: None,
         require_sandbox: false,
+        allow_smt: true,
     };
     assert!(verify_report(&input, &milan).iter().all(|c| c.passed));
     c.bench_function("verify real Milan report (RSA-PSS + P-384 chain)", |b| {

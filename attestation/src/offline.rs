@@ -2,8 +2,8 @@
 //! evidence bundle around it (`cloister attest verify-report`).
 //!
 //! It runs the same verifier as the online path, on a bundle that carries only the report and
-//! the certificates, and leaves out the checks that need a bundle (the `REPORT_DATA` binding and
-//! the nonce). The measurement is checked only when an allow-list is given.
+//! the certificates, and leaves out the checks that need a bundle (the `REPORT_DATA` binding,
+//! `HOST_DATA` against the policy digest, the sandbox status and the nonce). The measurement is checked only when an allow-list is given.
 
 use crate::evidence::EvidenceBundle;
 use crate::verify::{checks, verify, Check, VerifierPolicy};
@@ -43,7 +43,15 @@ pub fn verify_report(input: &ReportAndCerts, policy: &VerifierPolicy) -> Vec<Che
     verification
         .checks
         .into_iter()
-        .filter(|c| c.name != checks::REPORT_DATA_BINDING && c.name != checks::NONCE)
+        .filter(|c| {
+            ![
+                checks::REPORT_DATA_BINDING,
+                checks::HOST_DATA,
+                checks::SANDBOX,
+                checks::NONCE,
+            ]
+            .contains(&c.name)
+        })
         .map(|c| {
             if c.name == checks::MEASUREMENT_ALLOWED && policy.allowed_measurements.is_empty() {
                 let measurement = crate::report::AttestationReport::from_bytes(&input.report)

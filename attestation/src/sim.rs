@@ -285,6 +285,7 @@ fn read_cert(path: &PathBuf) -> Result<Vec<u8>> {
 pub struct SimProvider {
     root: SimRoot,
     measurement: [u8; 48],
+    host_data: [u8; 32],
 }
 
 impl SimProvider {
@@ -294,7 +295,18 @@ impl SimProvider {
             measurement = %hex::encode(measurement),
             "using the SIMULATED attestation provider: NO hardware isolation"
         );
-        Self { root, measurement }
+        Self {
+            root,
+            measurement,
+            host_data: [0; 32],
+        }
+    }
+
+    /// Sets `HOST_DATA`, as a launcher does at guest launch: Cloister's launcher puts the
+    /// policy's SHA-256 there, so the policy is bound by the platform as well as by `REPORT_DATA`.
+    pub fn with_host_data(mut self, host_data: [u8; 32]) -> Self {
+        self.host_data = host_data;
+        self
     }
 
     /// The measurement this provider reports.
@@ -341,6 +353,7 @@ impl AttestationProvider for SimProvider {
             platform_info: 1, // SMT enabled
             report_data,
             measurement: self.measurement,
+            host_data: self.host_data,
             report_id,
             reported_tcb: tcb,
             cpuid_fam_id: 0x19, // Milan/Genoa family, so the TCB layout is MilanGenoa

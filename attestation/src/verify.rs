@@ -45,6 +45,8 @@ pub mod checks {
     pub const MEASUREMENT_ALLOWED: &str = "measurement-allowed";
     /// REPORT_DATA equals the binding recomputed from the bundle.
     pub const REPORT_DATA_BINDING: &str = "report-data-binding";
+    /// `HOST_DATA`, when the launcher set it, equals the policy digest in the bundle.
+    pub const HOST_DATA: &str = "host-data-policy";
     /// The sandbox status bound in the evidence meets the policy (`enforce` when required).
     pub const SANDBOX: &str = "sandbox";
     /// The bundle's nonce is the one the verifier asked for.
@@ -64,6 +66,9 @@ pub struct VerifierPolicy {
     pub min_tcb: Option<Tcb>,
     /// Refuse enclaves whose bound sandbox status is not `enforce…`.
     pub require_sandbox: bool,
+    /// Accept guest policies that allow SMT (simultaneous multithreading, a side-channel
+    /// risk); `false` refuses them.
+    pub allow_smt: bool,
 }
 
 /// One verification step and its outcome.
@@ -376,6 +381,7 @@ pub fn verify(
             checks::DEBUG_AND_MIGRATION_OFF,
             checks::MEASUREMENT_ALLOWED,
             checks::REPORT_DATA_BINDING,
+            checks::HOST_DATA,
             checks::SANDBOX,
         ] {
             rec.not_run(name, "report did not parse");
@@ -415,6 +421,11 @@ pub fn verify(
                 "guest policy {:#x} allows a migration agent",
                 r.policy
             ))
+        } else if !policy.allow_smt && r.policy & report::policy::SMT != 0 {
+            Err(format!(
+                "guest policy {:#x} allows SMT, which this client refuses",
+                r.policy
+            ))
         } else {
             Ok(format!("guest policy {:#x}", r.policy))
         },
@@ -444,7 +455,23 @@ pub fn verify(
         },
     );
 
-    // 13. Sandbox status (trustworthy because it is part of the binding above).
+    // 13. HOST_DATA: set by the launcher, outside the guest's control; Cloister's launcher puts
+    //     the policy digest there. All zero means the launcher did not set it.
+    rec.record(
+        checks::HOST_DATA,
+        if r.host_data == [0; 32] {
+            Ok(
+                "not set by the launcher (all zero); the policy is bound by REPORT_DATA only"
+                    .into(),
+            )
+        } else if r.host_data == bundle.policy_sha256 {
+            Ok("HOST_DATA = SHA-256 of the policy in the bundle".into())
+        } else {
+            Err("HOST_DATA differs from the bundle's policy digest".into())
+        },
+    );
+
+    // 14. Sandbox status (trustworthy because it is part of the binding above).
     let status = &bundle.sandbox_status;
     rec.record(
         checks::SANDBOX,
@@ -457,7 +484,7 @@ pub fn verify(
         },
     );
 
-    // 14. Nonce.
+    // 15. Nonce.
     nonce_check(&mut rec, bundle, expected_nonce);
 
     finish(rec, Some(r), bundle, simulated)

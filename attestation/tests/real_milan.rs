@@ -185,6 +185,7 @@ fn full_verifier_on_real_evidence() {
             fmc: None,
         }),
         require_sandbox: false,
+        allow_smt: true,
     };
     let v = verify(&bundle, &nonce, &policy);
     // Everything but the Cloister binding holds: this report was not made by Cloister.

@@ -28,6 +28,7 @@ fn milan_policy() -> VerifierPolicy {
         allow_simulated: false,
         min_tcb: None,
         require_sandbox: false,
+        allow_smt: true,
     }
 }
 

@@ -52,6 +52,7 @@ fn fixture() -> Fixture {
         allow_simulated: true,
         min_tcb: None,
         require_sandbox: false,
+        allow_smt: true,
     };
     Fixture {
         _dir: dir,
@@ -99,6 +100,7 @@ fn round_trip_passes_every_check() {
             checks::DEBUG_AND_MIGRATION_OFF,
             checks::MEASUREMENT_ALLOWED,
             checks::REPORT_DATA_BINDING,
+            checks::HOST_DATA,
             checks::SANDBOX,
             checks::NONCE,
         ]
@@ -189,6 +191,7 @@ fn load_reads_back_the_generated_root() {
         allow_simulated: true,
         min_tcb: None,
         require_sandbox: false,
+        allow_smt: true,
     };
     assert!(verify(&bundle, NONCE, &policy).passed());
 }
@@ -467,5 +470,30 @@ fn a_client_that_requires_the_sandbox_refuses_evidence_without_it() {
     assert_fails_only(
         &verify(&lying, NONCE, &policy),
         &[checks::REPORT_DATA_BINDING],
+    );
+}
+
+#[test]
+fn host_data_must_match_the_policy_digest_when_the_launcher_set_it() {
+    let f = fixture();
+    let b = binding(NONCE);
+    // The launcher put the policy digest in HOST_DATA: passes.
+    let good = SimProvider::new(f.root.clone(), MEASUREMENT).with_host_data(b.policy_sha256);
+    let bundle = bundle_for(&good, b.clone());
+    assert!(verify(&bundle, NONCE, &f.policy).passed());
+    // A launcher that measured another policy: refused by this check alone.
+    let other = SimProvider::new(f.root.clone(), MEASUREMENT).with_host_data([0xEE; 32]);
+    let bundle = bundle_for(&other, b);
+    assert_fails_only(&verify(&bundle, NONCE, &f.policy), &[checks::HOST_DATA]);
+}
+
+#[test]
+fn a_client_that_forbids_smt_refuses_a_guest_policy_that_allows_it() {
+    let f = fixture();
+    let mut policy = f.policy.clone();
+    policy.allow_smt = false;
+    assert_fails_only(
+        &verify(&f.bundle, NONCE, &policy),
+        &[checks::DEBUG_AND_MIGRATION_OFF],
     );
 }

@@ -104,6 +104,7 @@ pub fn verify_report(
         allow_simulated: false,
         min_tcb: None,
         require_sandbox: false,
+        allow_smt: true,
     };
     let checks = verify_bare(&input, &policy);
     let passed = checks.iter().all(|c| c.passed);

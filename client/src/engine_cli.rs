@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 /// `cloister run MODEL --input FILE [--output FILE]`: prints (or writes) the outputs as JSON,
 /// `{"name": {"shape": [...], "dtype": "...", "data": [...]}}`.
 pub fn run_model(model: &Path, input: &Path, output: Option<&Path>) -> Result<ExitCode> {
-    let m = Model::load(model)?;
+    let m = Model::load(model).map_err(|e| anyhow!("{e}"))?;
     let text =
         std::fs::read_to_string(input).with_context(|| format!("reading {}", input.display()))?;
     let doc: Value =
@@ -38,7 +38,9 @@ pub fn run_model(model: &Path, input: &Path, output: Option<&Path>) -> Result<Ex
         let tensor = from_wire(name, t, info.dtype)?;
         feeds.push((name.clone(), tensor));
     }
-    let outputs = m.run(feeds).context("running the model")?;
+    let outputs = m
+        .run(feeds)
+        .map_err(|e| anyhow!("running the model: {e}"))?;
     let mut doc = Map::new();
     for (name, t) in &outputs {
         let w = to_wire(t).with_context(|| format!("output {name:?}"))?;
@@ -156,7 +158,8 @@ fn to_wire(t: &Tensor) -> Result<WireTensor> {
 /// `N passed, M failed, K skipped`; exits non-zero when any test failed.
 pub fn conformance(dir: &Path) -> Result<ExitCode> {
     let registry = OpRegistry::standard();
-    let report = run_suite(dir, &registry, |r| say(&r.to_string()))?;
+    // Engine errors carry their cause in the message; flatten so it prints once.
+    let report = run_suite(dir, &registry, |r| say(&r.to_string())).map_err(|e| anyhow!("{e}"))?;
     if report.results.is_empty() {
         bail!(
             "no ONNX tests (directories with model.onnx) under {}",

@@ -23,6 +23,9 @@ pub struct Profile {
     /// Refuse enclaves whose attested sandbox status is not `enforce`.
     #[serde(default)]
     pub require_sandbox: bool,
+    /// Refuse enclaves whose guest policy allows SMT.
+    #[serde(default)]
+    pub forbid_smt: bool,
     /// Allowed launch measurements, hex SHA-384.
     pub expected_measurements: Vec<String>,
     /// Tenant id (informational).

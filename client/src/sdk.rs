@@ -144,6 +144,7 @@ impl Client {
             allow_simulated: profile.allow_simulated,
             min_tcb: None,
             require_sandbox: profile.require_sandbox,
+            allow_smt: !profile.forbid_smt,
         };
         Ok(Client {
             profile,

@@ -104,6 +104,7 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         trust_root: dir.trust_root(),
         allow_simulated: true,
         require_sandbox: false,
+        forbid_smt: false,
         expected_measurements: vec![measurement_hex.clone()],
         tenant: DEV_TENANT.to_string(),
         api_key: prepared.api_key.clone(),

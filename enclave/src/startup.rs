@@ -232,7 +232,10 @@ fn make_provider(
             let exe = std::env::current_exe().context("locate the enclave binary")?;
             let measurement = cloister_attestation::measure_file(&exe)
                 .with_context(|| format!("measure {}", exe.display()))?;
-            Ok(Box::new(SimProvider::new(root, measurement)))
+            // The simulated launcher sets HOST_DATA to the policy digest, as a real one should.
+            Ok(Box::new(
+                SimProvider::new(root, measurement).with_host_data(policy.digest),
+            ))
         }
         Provider::Snp => {
             let provider = cloister_attestation::SnpProvider::open(snp_cert_cache)

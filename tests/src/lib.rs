@@ -145,6 +145,7 @@ impl Service {
             trust_root: dir.trust_root(),
             allow_simulated: true,
             require_sandbox: false,
+            forbid_smt: false,
             expected_measurements: vec![hex::encode(measurement)],
             tenant: "dev".into(),
             api_key: prepared.api_key,

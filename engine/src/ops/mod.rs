@@ -36,6 +36,7 @@ pub mod matmul;
 pub mod normalization;
 pub mod quant;
 pub mod reduce;
+pub mod resize;
 pub mod shape_ops;
 pub mod signal;
 pub mod softmax;
@@ -138,6 +139,7 @@ impl OpRegistry {
         attention::register(&mut r);
         einsum::register(&mut r);
         signal::register(&mut r);
+        resize::register(&mut r);
         r
     }
 
