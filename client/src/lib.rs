@@ -18,6 +18,7 @@ pub mod audit_cli;
 pub mod datadir;
 pub mod engine_cli;
 pub mod https;
+pub mod keygen_cli;
 pub mod profile;
 pub mod sdk;
 pub mod up;

@@ -107,6 +107,15 @@ enum Command {
         #[command(subcommand)]
         command: cloister::audit_cli::AuditCommand,
     },
+    /// Generate keys: with --he, the TFHE client key and compressed server key.
+    Keygen {
+        /// Homomorphic-mode keys (TFHE-rs, default 128-bit parameters).
+        #[arg(long)]
+        he: bool,
+        /// Directory for he-client.key (secret) and he-server.key (to upload).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -157,6 +166,7 @@ fn main() -> ExitCode {
             command: PolicyCommand::Check { file },
         } => policy_check(&file),
         Command::Audit { command } => cloister::audit_cli::run(command),
+        Command::Keygen { he, out } => cloister::keygen_cli::run(he, &out),
         Command::Run {
             model,
             input,
@@ -239,7 +249,8 @@ async fn run(command: Command) -> Result<ExitCode> {
         Command::Policy { .. }
         | Command::Audit { .. }
         | Command::Run { .. }
-        | Command::Conformance { .. } => {
+        | Command::Conformance { .. }
+        | Command::Keygen { .. } => {
             unreachable!("handled without a runtime")
         }
     }

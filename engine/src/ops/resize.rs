@@ -287,7 +287,7 @@ impl Resize {
                     ));
                 }
                 for (&a, &v) in axes.iter().zip(sc) {
-                    if !(v > 0.0) || !v.is_finite() {
+                    if v.is_nan() || v <= 0.0 || v.is_infinite() {
                         return Err(EngineError::operand("Resize", "scales must be positive"));
                     }
                     scale[a] = v;
@@ -338,13 +338,12 @@ impl Operator for Resize {
         let present = |i: usize| {
             inputs
                 .get(i)
-                .filter(|t| !is_absent_tensor(t) && t.len() > 0)
+                .filter(|t| !is_absent_tensor(t) && !t.is_empty())
         };
         let roi = present(1).map(|t| f64s(t)).transpose()?;
         let scales = present(2).map(|t| f64s(t)).transpose()?;
         let sizes = present(3).map(|t| int_list("Resize", t)).transpose()?;
         let shape = x.shape().to_vec();
-        let r = shape.len();
         let (axes, scale, out) = self.plan(&shape, scales.as_deref(), sizes.as_deref())?;
         // The region of interest, per axis (starts then ends, over `axes` if given).
         let roi_of = |k: usize| -> Option<(f64, f64)> {
@@ -364,30 +363,10 @@ impl Operator for Resize {
             data = self.along_axis(&data, &cur, a, scale[a], out[a], rk)?;
             cur[a] = out[a];
         }
-        let _ = r;
-        // Saturate (and round, for integers) to the input dtype.
+        // Round integers to even; the cast saturates (float-to-integer `as` conversions do).
         let d = x.dtype();
         if d.is_int() {
-            let wide = Tensor::from_f64(
-                cur.clone(),
-                data.iter().map(|v| v.round_ties_even()).collect(),
-            )?;
-            let lo_hi = Cast::new(DType::F64)
-                .eval(&[&Cast::new(d)
-                    .eval(&[&Tensor::from_f64(
-                        vec![2],
-                        vec![f64::NEG_INFINITY, f64::INFINITY],
-                    )?])?
-                    .remove(0)])?
-                .remove(0);
-            let b = lo_hi.as_f64().unwrap_or(&[0.0, 0.0]).to_vec();
-            let clipped: Vec<f64> = wide
-                .as_f64()
-                .unwrap_or_default()
-                .iter()
-                .map(|v| v.clamp(b[0], b[1]))
-                .collect();
-            return Cast::new(d).eval(&[&Tensor::from_f64(cur, clipped)?]);
+            data.iter_mut().for_each(|v| *v = v.round_ties_even());
         }
         Cast::new(d).eval(&[&Tensor::from_f64(cur, data)?])
     }
