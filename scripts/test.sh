@@ -4,9 +4,10 @@
 # What the tests need: a Rust toolchain (the machine's), the system packages
 # that scripts/install-deps.sh installs, and the workspace's own binaries: the
 # end-to-end tests start the real `cloister-enclave` and `cloister-gateway`
-# processes, so they are built first. No Python, network service or hardware is needed: the demo
-# model and its onnxruntime reference outputs are committed, and attestation
-# uses the SIMULATED provider plus real SEV-SNP vectors in attestation/tests/data.
+# processes, so they are built first. The engine's conformance test installs the pinned
+# `onnx` package with pip (from PyPI) and writes the ONNX node tests itself. No service or
+# hardware is needed: the demo models and their onnxruntime reference outputs are committed,
+# and attestation uses the SIMULATED provider plus real SEV-SNP vectors.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
