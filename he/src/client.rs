@@ -73,11 +73,18 @@ pub fn generate_keys(progress: &mut dyn FnMut(&str)) -> Result<GeneratedKeys, He
     let t = Instant::now();
     let compressed = CompressedServerKey::new(&key);
     let compressed_server_key = t.elapsed();
-    say(format!("compressed server key: {:.2} s", compressed_server_key.as_secs_f64()));
+    say(format!(
+        "compressed server key: {:.2} s",
+        compressed_server_key.as_secs_f64()
+    ));
 
     let t = Instant::now();
-    let server_key_bytes =
-        wire::encode("compressed server key", SERVER_KEY_TAG, &compressed, MAX_SERVER_KEY_BYTES)?;
+    let server_key_bytes = wire::encode(
+        "compressed server key",
+        SERVER_KEY_TAG,
+        &compressed,
+        MAX_SERVER_KEY_BYTES,
+    )?;
     let serialize = t.elapsed();
     let key_id = key_id_of(&server_key_bytes);
     say(format!(
@@ -89,7 +96,11 @@ pub fn generate_keys(progress: &mut dyn FnMut(&str)) -> Result<GeneratedKeys, He
     Ok(GeneratedKeys {
         client: HeClient { key, key_id },
         server_key_bytes,
-        timings: KeygenTimings { client_key, compressed_server_key, serialize },
+        timings: KeygenTimings {
+            client_key,
+            compressed_server_key,
+            serialize,
+        },
     })
 }
 
@@ -102,12 +113,22 @@ impl HeClient {
     /// Encrypt a quantized input (one block per feature).
     pub fn encrypt(&self, program: &Program, input: &[u8]) -> Result<EncryptedInput, HeError> {
         program.check_input(input)?;
-        let blocks = input.iter().map(|&q| self.key.encrypt(u64::from(q))).collect();
-        Ok(EncryptedInput { key_id: self.key_id, blocks })
+        let blocks = input
+            .iter()
+            .map(|&q| self.key.encrypt(u64::from(q)))
+            .collect();
+        Ok(EncryptedInput {
+            key_id: self.key_id,
+            blocks,
+        })
     }
 
     /// Decrypt encrypted class scores to the exact signed integers of the program.
-    pub fn decrypt(&self, program: &Program, scores: &EncryptedScores) -> Result<Vec<i64>, HeError> {
+    pub fn decrypt(
+        &self,
+        program: &Program,
+        scores: &EncryptedScores,
+    ) -> Result<Vec<i64>, HeError> {
         if scores.key_id != self.key_id {
             return Err(HeError::KeyMismatch {
                 found: hex::encode(scores.key_id),
@@ -126,7 +147,10 @@ impl HeClient {
             .iter()
             .map(|class| {
                 if class.len() != blocks {
-                    return Err(HeError::ScoreShape { found: class.len(), expected: blocks });
+                    return Err(HeError::ScoreShape {
+                        found: class.len(),
+                        expected: blocks,
+                    });
                 }
                 // Little-endian 2-bit digits of a two's complement number of score_bits bits.
                 let raw = class.iter().enumerate().fold(0u64, |acc, (k, block)| {
@@ -140,17 +164,26 @@ impl HeClient {
     /// Serialise: the 32-byte key id, then the client key (TFHE-rs safe serialisation).
     pub fn to_bytes(&self) -> Result<Vec<u8>, HeError> {
         let mut out = self.key_id.to_vec();
-        out.extend(wire::encode("client key", CLIENT_KEY_TAG, &self.key, MAX_CLIENT_KEY_BYTES)?);
+        out.extend(wire::encode(
+            "client key",
+            CLIENT_KEY_TAG,
+            &self.key,
+            MAX_CLIENT_KEY_BYTES,
+        )?);
         Ok(out)
     }
 
     /// Read what [`HeClient::to_bytes`] wrote.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, HeError> {
         if bytes.len() < 32 {
-            return Err(HeError::Deserialize { what: "client key", reason: "truncated".into() });
+            return Err(HeError::Deserialize {
+                what: "client key",
+                reason: "truncated".into(),
+            });
         }
         let (id, rest) = bytes.split_at(32);
-        let key: ClientKey = wire::decode("client key", CLIENT_KEY_TAG, rest, MAX_CLIENT_KEY_BYTES)?;
+        let key: ClientKey =
+            wire::decode("client key", CLIENT_KEY_TAG, rest, MAX_CLIENT_KEY_BYTES)?;
         let mut key_id = [0u8; 32];
         key_id.copy_from_slice(id);
         Ok(Self { key, key_id })

@@ -9,7 +9,10 @@ pub enum ProgramError {
     #[error("program is not valid JSON for the schema: {0}")]
     Json(#[from] serde_json::Error),
     #[error("unsupported program format {found:?} (expected {expected:?})")]
-    Format { found: String, expected: &'static str },
+    Format {
+        found: String,
+        expected: &'static str,
+    },
     #[error("input.features must be at least 1")]
     NoFeatures,
     #[error("input.bits is {0}; this version supports 1..={max} (one TFHE block per feature)", max = crate::BLOCK_BITS)]
@@ -21,18 +24,32 @@ pub enum ProgramError {
     #[error("weights has {rows} rows but there are {classes} classes")]
     WeightRows { rows: usize, classes: usize },
     #[error("weights row {row} has {len} entries but input.features is {features}")]
-    WeightCols { row: usize, len: usize, features: usize },
+    WeightCols {
+        row: usize,
+        len: usize,
+        features: usize,
+    },
     #[error("biases has {len} entries but there are {classes} classes")]
     Biases { len: usize, classes: usize },
     #[error("score_bits is {0}; must be even (whole 2-bit blocks) and in 4..=32")]
     ScoreBits(u32),
     #[error("weight {value} at [{row}][{col}] is outside -{max}..={max}")]
-    WeightRange { row: usize, col: usize, value: i64, max: i64 },
+    WeightRange {
+        row: usize,
+        col: usize,
+        value: i64,
+        max: i64,
+    },
     #[error(
         "class {class} may reach |score| = {bound}, which does not fit score_bits = {bits} \
          (limit {limit}); widen score_bits or shrink the weights"
     )]
-    MayOverflow { class: usize, bound: i64, bits: u32, limit: i64 },
+    MayOverflow {
+        class: usize,
+        bound: i64,
+        bits: u32,
+        limit: i64,
+    },
 }
 
 /// Errors of key handling, encryption and encrypted evaluation.

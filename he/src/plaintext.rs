@@ -12,7 +12,11 @@ pub fn evaluate(program: &Program, input: &[u8]) -> Result<Vec<i64>, HeError> {
         .iter()
         .zip(&program.biases)
         .map(|(row, &bias)| {
-            bias + row.iter().zip(input).map(|(&w, &q)| w * i64::from(q)).sum::<i64>()
+            bias + row
+                .iter()
+                .zip(input)
+                .map(|(&w, &q)| w * i64::from(q))
+                .sum::<i64>()
         })
         .collect())
 }

@@ -65,7 +65,10 @@ impl Program {
     /// Check shapes, ranges and that no score can overflow `score_bits`.
     pub fn validate(&self) -> Result<(), ProgramError> {
         if self.format != FORMAT {
-            return Err(ProgramError::Format { found: self.format.clone(), expected: FORMAT });
+            return Err(ProgramError::Format {
+                found: self.format.clone(),
+                expected: FORMAT,
+            });
         }
         if self.input.features == 0 {
             return Err(ProgramError::NoFeatures);
@@ -81,10 +84,16 @@ impl Program {
             return Err(ProgramError::TooFewClasses(classes));
         }
         if self.weights.len() != classes {
-            return Err(ProgramError::WeightRows { rows: self.weights.len(), classes });
+            return Err(ProgramError::WeightRows {
+                rows: self.weights.len(),
+                classes,
+            });
         }
         if self.biases.len() != classes {
-            return Err(ProgramError::Biases { len: self.biases.len(), classes });
+            return Err(ProgramError::Biases {
+                len: self.biases.len(),
+                classes,
+            });
         }
         if self.score_bits % 2 != 0 || !(4..=32).contains(&self.score_bits) {
             return Err(ProgramError::ScoreBits(self.score_bits));
@@ -101,13 +110,20 @@ impl Program {
             }
             for (col, &value) in weights.iter().enumerate() {
                 if value.unsigned_abs() > MAX_ABS_WEIGHT.unsigned_abs() {
-                    return Err(ProgramError::WeightRange { row, col, value, max: MAX_ABS_WEIGHT });
+                    return Err(ProgramError::WeightRange {
+                        row,
+                        col,
+                        value,
+                        max: MAX_ABS_WEIGHT,
+                    });
                 }
             }
             // Worst case over all inputs: every |w| meets qmax, plus |bias|. Checked
             // arithmetic: a huge bias is an overflow error, not a wrap.
             let bound = self.biases[row].checked_abs().and_then(|bias| {
-                weights.iter().try_fold(bias, |acc, &w| acc.checked_add(w.abs() * qmax))
+                weights
+                    .iter()
+                    .try_fold(bias, |acc, &w| acc.checked_add(w.abs() * qmax))
             });
             match bound {
                 Some(bound) if bound < limit => {}
@@ -137,7 +153,10 @@ impl Program {
     /// Quantize raw features: `clamp(floor(x / step), 0, 2^bits - 1)`.
     pub fn quantize(&self, raw: &[f64]) -> Result<Vec<u8>, HeError> {
         if raw.len() != self.input.features {
-            return Err(HeError::InputLength { found: raw.len(), expected: self.input.features });
+            return Err(HeError::InputLength {
+                found: raw.len(),
+                expected: self.input.features,
+            });
         }
         let max = f64::from(self.max_input());
         raw.iter()
@@ -154,7 +173,10 @@ impl Program {
     /// Check a quantized input against the program.
     pub fn check_input(&self, input: &[u8]) -> Result<(), HeError> {
         if input.len() != self.input.features {
-            return Err(HeError::InputLength { found: input.len(), expected: self.input.features });
+            return Err(HeError::InputLength {
+                found: input.len(),
+                expected: self.input.features,
+            });
         }
         let max = self.max_input();
         if let Some((index, &value)) = input.iter().enumerate().find(|(_, &v)| v > max) {

@@ -81,7 +81,10 @@ impl Evaluator {
             "server key decompressed in {:.2} s",
             t.elapsed().as_secs_f64()
         );
-        Ok(Self { sks, key_id: key_id_of(bytes) })
+        Ok(Self {
+            sks,
+            key_id: key_id_of(bytes),
+        })
     }
 
     /// The id (SHA-256 of the compressed key bytes) this evaluator accepts.
@@ -91,7 +94,11 @@ impl Evaluator {
 
     /// Evaluate `program` on an encrypted input. Refuses ciphertexts for another key id or
     /// that are not fresh encryptions under the server key's parameters.
-    pub fn evaluate(&self, program: &Program, input: &EncryptedInput) -> Result<EncryptedScores, HeError> {
+    pub fn evaluate(
+        &self,
+        program: &Program,
+        input: &EncryptedInput,
+    ) -> Result<EncryptedScores, HeError> {
         if input.key_id != self.key_id {
             return Err(HeError::KeyMismatch {
                 found: hex::encode(input.key_id),
@@ -105,7 +112,11 @@ impl Evaluator {
             });
         }
         let conformance = self.sks.conformance_params();
-        if let Some(index) = input.blocks.iter().position(|ct| !ct.is_conformant(&conformance)) {
+        if let Some(index) = input
+            .blocks
+            .iter()
+            .position(|ct| !ct.is_conformant(&conformance))
+        {
             return Err(HeError::NonConformantCiphertext { index });
         }
 
@@ -169,7 +180,11 @@ impl Evaluator {
                             .collect()
                     })
                     .collect();
-                return Ok(EncryptedScores { key_id: self.key_id, classes, pbs_count });
+                return Ok(EncryptedScores {
+                    key_id: self.key_id,
+                    classes,
+                    pbs_count,
+                });
             }
 
             // Bootstrap jobs for this round: (class, column, block, want_carry).
@@ -185,7 +200,10 @@ impl Evaluator {
                         let full = ct.degree.get() >= msg_mod;
                         let noisy = ct.noise_level() > NoiseLevel::NOMINAL;
                         if settled || (!full && !noisy) {
-                            next[c][k].push(Term { ct: Cow::Owned(ct), mul: 1 });
+                            next[c][k].push(Term {
+                                ct: Cow::Owned(ct),
+                                mul: 1,
+                            });
                         } else {
                             jobs.push((c, k, ct, full && k + 1 < n_blocks));
                         }
@@ -201,9 +219,15 @@ impl Evaluator {
                 .collect();
             for (c, k, msg, carry) in results {
                 pbs_count += 1 + usize::from(carry.is_some());
-                next[c][k].push(Term { ct: Cow::Owned(msg), mul: 1 });
+                next[c][k].push(Term {
+                    ct: Cow::Owned(msg),
+                    mul: 1,
+                });
                 if let Some(carry) = carry {
-                    next[c][k + 1].push(Term { ct: Cow::Owned(carry), mul: 1 });
+                    next[c][k + 1].push(Term {
+                        ct: Cow::Owned(carry),
+                        mul: 1,
+                    });
                 }
             }
             state = next;
@@ -224,10 +248,11 @@ impl Evaluator {
                     .map_err(|e| HeError::Internal(format!("scalar multiplication: {e:?}")))?;
                 self.sks.unchecked_scalar_mul(&term.ct, term.mul)
             };
-            match blocks
-                .iter_mut()
-                .find(|b| self.sks.is_add_possible(b.noise_degree(), ct.noise_degree()).is_ok())
-            {
+            match blocks.iter_mut().find(|b| {
+                self.sks
+                    .is_add_possible(b.noise_degree(), ct.noise_degree())
+                    .is_ok()
+            }) {
                 Some(block) => self.sks.unchecked_add_assign(block, &ct),
                 None => blocks.push(ct),
             }

@@ -12,7 +12,9 @@ use serde::Serialize;
 use crate::error::HeError;
 
 fn options(limit: u64) -> impl Options {
-    bincode::DefaultOptions::new().with_fixint_encoding().with_limit(limit)
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_limit(limit)
 }
 
 /// `tag || bincode(value)`, refusing to produce more than `limit` bytes.
@@ -25,7 +27,10 @@ pub(crate) fn encode<T: Serialize>(
     let mut out = tag.to_vec();
     options(limit)
         .serialize_into(&mut out, value)
-        .map_err(|e| HeError::Serialize { what, reason: e.to_string() })?;
+        .map_err(|e| HeError::Serialize {
+            what,
+            reason: e.to_string(),
+        })?;
     Ok(out)
 }
 
@@ -37,12 +42,17 @@ pub(crate) fn decode<T: DeserializeOwned>(
     bytes: &[u8],
     limit: u64,
 ) -> Result<T, HeError> {
-    let body = bytes.strip_prefix(tag).ok_or_else(|| HeError::Deserialize {
-        what,
-        reason: format!("does not start with {:?}", String::from_utf8_lossy(tag)),
-    })?;
+    let body = bytes
+        .strip_prefix(tag)
+        .ok_or_else(|| HeError::Deserialize {
+            what,
+            reason: format!("does not start with {:?}", String::from_utf8_lossy(tag)),
+        })?;
     options(limit)
         .reject_trailing_bytes()
         .deserialize(body)
-        .map_err(|e| HeError::Deserialize { what, reason: e.to_string() })
+        .map_err(|e| HeError::Deserialize {
+            what,
+            reason: e.to_string(),
+        })
 }

@@ -65,7 +65,10 @@ fn another_key_is_refused_and_forced_ciphertexts_do_not_decrypt() {
     foreign.key_id = keys.client.key_id();
     let scores = keys.evaluator.evaluate(&program, &foreign).unwrap();
     let garbled = keys.client.decrypt(&program, &scores).unwrap();
-    assert_ne!(garbled, expected, "a foreign ciphertext decrypted to the true scores");
+    assert_ne!(
+        garbled, expected,
+        "a foreign ciphertext decrypted to the true scores"
+    );
 
     // Scores for our key cannot be opened by the other client (typed error).
     match other.decrypt(&program, &scores) {
@@ -96,7 +99,8 @@ fn non_conformant_ciphertexts_and_bad_inputs_are_typed_errors() {
     ));
 
     assert!(matches!(
-        keys.client.encrypt(&program, &vec![4u8; program.input.features]),
+        keys.client
+            .encrypt(&program, &vec![4u8; program.input.features]),
         Err(HeError::InputRange { value: 4, .. })
     ));
 }

@@ -28,10 +28,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let rows: usize = args.first().map(|s| s.parse()).transpose()?.unwrap_or(10);
-    let program_path =
-        args.get(1).map(PathBuf::from).unwrap_or_else(|| root.join("models/digits-he/program.json"));
-    let heldout_path =
-        args.get(2).map(PathBuf::from).unwrap_or_else(|| root.join("models/digits/heldout.json"));
+    let program_path = args
+        .get(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("models/digits-he/program.json"));
+    let heldout_path = args
+        .get(2)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("models/digits/heldout.json"));
     let program = Program::load(&program_path)?;
     let heldout: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(heldout_path)?)?;
     let inputs = heldout["input"].as_array().ok_or("heldout.input")?;
@@ -73,7 +77,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
         let label = labels[row].as_u64().ok_or("label")? as usize;
         correct += usize::from(argmax(&got) == Some(label));
-        eprintln!("row {row}: {:.2} s, {} PBS, bit-exact", e.as_secs_f64(), scores.pbs_count);
+        eprintln!(
+            "row {row}: {:.2} s, {} PBS, bit-exact",
+            e.as_secs_f64(),
+            scores.pbs_count
+        );
     }
     let per = |d: Duration| d.as_secs_f64() * 1000.0 / rows.max(1) as f64;
     println!("| measure | value |");
@@ -89,12 +97,20 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         keys.server_key_bytes.len() as f64 / (1024.0 * 1024.0),
         keys.server_key_bytes.len()
     );
-    println!("| server key deserialise + check + decompress | {:.2} s |", load.as_secs_f64());
+    println!(
+        "| server key deserialise + check + decompress | {:.2} s |",
+        load.as_secs_f64()
+    );
     println!("| encrypt one row (64 blocks) | {:.1} ms |", per(enc));
     println!("| evaluate one row (10 classes) | {:.0} ms |", per(eval));
-    println!("| bootstraps per row | {:.0} |", pbs as f64 / rows.max(1) as f64);
+    println!(
+        "| bootstraps per row | {:.0} |",
+        pbs as f64 / rows.max(1) as f64
+    );
     println!("| decrypt one row (10 scores) | {:.2} ms |", per(dec));
-    println!("| rows, all bit-exact with the plaintext reference | {rows} ({correct} correct labels) |");
+    println!(
+        "| rows, all bit-exact with the plaintext reference | {rows} ({correct} correct labels) |"
+    );
     println!("| rayon threads | {} |", rayon::current_num_threads());
     Ok(())
 }

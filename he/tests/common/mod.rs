@@ -30,9 +30,20 @@ pub fn heldout() -> Heldout {
         .as_array()
         .unwrap()
         .iter()
-        .map(|row| row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect())
+        .map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
         .collect();
-    let labels = v["labels"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
+    let labels = v["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect();
     Heldout { input, labels }
 }
 
@@ -47,6 +58,10 @@ pub fn keys() -> &'static Keys {
     KEYS.get_or_init(|| {
         let generated = generate_keys(&mut |line| eprintln!("{line}")).unwrap();
         let evaluator = Evaluator::from_compressed_bytes(&generated.server_key_bytes).unwrap();
-        Keys { client: generated.client, server_key_bytes: generated.server_key_bytes, evaluator }
+        Keys {
+            client: generated.client,
+            server_key_bytes: generated.server_key_bytes,
+            evaluator,
+        }
     })
 }
