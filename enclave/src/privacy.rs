@@ -19,6 +19,9 @@ use cloister_privacy::{zcdp_to_approx_dp_epsilon, Rho};
 use cloister_protocol::error::{ApiError, ErrorCode};
 use cloister_protocol::inner::{AccountBudget, BudgetReport, PrivacyReceipt};
 
+/// A model's outputs, by name, in graph order.
+pub type NamedOutputs = Vec<(String, Tensor)>;
+
 /// How many released answers are kept for retried request ids.
 const RELEASED_CACHE: usize = 4096;
 
@@ -211,9 +214,9 @@ impl PrivacyState {
     pub fn release(
         &self,
         model: &ModelEntry,
-        outputs: Vec<(String, Tensor)>,
+        outputs: NamedOutputs,
         charged: Option<&Charged>,
-    ) -> Result<(Vec<(String, Tensor)>, Option<PrivacyReceipt>), ApiError> {
+    ) -> Result<(NamedOutputs, Option<PrivacyReceipt>), ApiError> {
         match &model.privacy {
             ModelPrivacy::GnMax {
                 votes_output,

@@ -25,6 +25,7 @@ const FORBIDDEN: &[&str] = &[
     "cloister-attestation",
     "cloister-privacy",
     "tfhe",
+    "cloister-he",
 ];
 
 fn metadata() -> Value {
