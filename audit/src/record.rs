@@ -308,7 +308,7 @@ mod tests {
             "{{\"index\":7,\"time_unix_ms\":1700000000000,\"request_id\":\"req-1\",\
              \"tenant\":\"dev\",\"model\":null,\"model_sha256\":null,\"policy_sha256\":\"{}\",\
              \"outcome\":{{\"kind\":\"refused\",\"code\":\"model_not_allowed\"}},\
-             \"input_digest\":null,\"output_digest\":null,\"latency_us\":42}}",
+             \"input_digest\":null,\"output_digest\":null,\"privacy\":null,\"latency_us\":42}}",
             "ab".repeat(32)
         );
         assert_eq!(
@@ -319,6 +319,17 @@ mod tests {
         ok.outcome = Outcome::Ok;
         let text = String::from_utf8(ok.canonical_bytes(0).unwrap()).unwrap();
         assert!(text.contains("\"outcome\":{\"kind\":\"ok\"}"), "{text}");
+        ok.privacy = Some(PrivacyCharge {
+            mechanism: "gnmax".into(),
+            cost_nano_rho: 30_000_000,
+        });
+        let text = String::from_utf8(ok.canonical_bytes(0).unwrap()).unwrap();
+        assert!(
+            text.contains(
+                "\"privacy\":{\"mechanism\":\"gnmax\",\"cost_nano_rho\":30000000},\"latency_us\""
+            ),
+            "{text}"
+        );
     }
 
     #[test]
