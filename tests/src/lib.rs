@@ -445,6 +445,17 @@ pub fn flip_report_byte(evidence_json: &[u8], offset: usize) -> Vec<u8> {
     serde_json::to_vec(&doc).unwrap()
 }
 
+/// `n` held-out digits starting at row `from`, as the `{"input": ...}` of the digits models.
+pub fn heldout_rows(
+    from: usize,
+    n: usize,
+) -> std::collections::BTreeMap<String, cloister_protocol::tensor::WireTensor> {
+    let data: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(heldout_path()).unwrap()).unwrap();
+    let rows = data["input"].as_array().unwrap()[from..from + n].to_vec();
+    cloister_protocol::tensor::parse_inputs(&serde_json::json!({ "input": rows })).unwrap()
+}
+
 /// Path of the held-out digits fixture.
 pub fn heldout_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/digits/heldout.json")

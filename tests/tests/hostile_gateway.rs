@@ -4,17 +4,13 @@
 use std::sync::Arc;
 
 use cloister::sdk::{Client, ClientError};
-use cloister_e2e::{heldout_path, Service, TapMode};
+use cloister_e2e::{heldout_rows, Service, TapMode};
 use cloister_protocol::frame::FrameKind;
-use cloister_protocol::tensor::{parse_inputs, WireTensor};
-use serde_json::{json, Value};
+use cloister_protocol::tensor::WireTensor;
 use std::collections::BTreeMap;
 
 fn rows(n: usize) -> BTreeMap<String, WireTensor> {
-    let data: Value =
-        serde_json::from_str(&std::fs::read_to_string(heldout_path()).unwrap()).unwrap();
-    let rows = data["input"].as_array().unwrap()[..n].to_vec();
-    parse_inputs(&json!({ "input": rows })).unwrap()
+    heldout_rows(0, n)
 }
 
 /// Runs an inference that must be refused at attestation; returns the failed check names and

@@ -6,17 +6,14 @@
 use std::collections::BTreeMap;
 
 use cloister::sdk::{random_hex, Client, ClientError};
-use cloister_e2e::{heldout_path, Service};
+use cloister_e2e::{heldout_path, heldout_rows, Service};
 use cloister_protocol::error::ErrorCode;
 use cloister_protocol::inner::{BudgetReport, InferRequest};
-use cloister_protocol::tensor::{parse_inputs, WireTensor};
-use serde_json::{json, Value};
+use cloister_protocol::tensor::WireTensor;
+use serde_json::Value;
 
 fn rows(from: usize, n: usize) -> BTreeMap<String, WireTensor> {
-    let data: Value =
-        serde_json::from_str(&std::fs::read_to_string(heldout_path()).unwrap()).unwrap();
-    let rows = data["input"].as_array().unwrap()[from..from + n].to_vec();
-    parse_inputs(&json!({ "input": rows })).unwrap()
+    heldout_rows(from, n)
 }
 
 fn labels() -> Vec<i64> {
