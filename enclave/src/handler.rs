@@ -326,9 +326,7 @@ impl Enclave {
         }
 
         if budget_query {
-            return Ok(Decision::Budget(
-                self.privacy.budget_report(&self.policy, tenant),
-            ));
+            return Ok(Decision::Budget(self.privacy.budget_report(tenant)));
         }
 
         ctx.model = Some(request.model.clone());

@@ -297,7 +297,7 @@ impl PrivacyState {
     }
 
     /// The tenant's budgets: its own account, each charged model it may use, and the global one.
-    pub fn budget_report(&self, policy: &Policy, tenant: &Tenant) -> BudgetReport {
+    pub fn budget_report(&self, tenant: &Tenant) -> BudgetReport {
         let mut accounts = vec![tenant_account(&tenant.id)];
         for m in &tenant.models {
             if self.mechanisms.contains_key(m) {
@@ -329,7 +329,6 @@ impl PrivacyState {
                 }
             })
             .collect();
-        let _ = policy;
         BudgetReport {
             tenant: tenant.id.clone(),
             accounts,

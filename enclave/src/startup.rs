@@ -185,11 +185,6 @@ impl Enclave {
         }
     }
 
-    /// Records what the sandbox enforces; it is bound into every later evidence bundle.
-    pub fn set_sandbox_status(&mut self, status: String) {
-        self.sandbox_status = status;
-    }
-
     /// The attestation provider's name.
     pub fn provider_name(&self) -> &str {
         self.provider.name()
