@@ -13,7 +13,9 @@ cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
 
-echo "== building the binaries the end-to-end tests start"
-cargo build --workspace --bins --locked
+echo "== building the binaries the end-to-end tests start, and the tests"
+# One invocation for bins and tests: cargo then resolves features once, so the
+# heavy dependencies (tfhe, opendp) are compiled once, not once per feature set.
+cargo build --workspace --bins --tests --locked
 echo "== running every test"
 cargo test --workspace --locked "$@"
