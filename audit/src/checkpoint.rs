@@ -137,7 +137,7 @@ struct Wire {
     signature: String,
 }
 
-fn unhex<const N: usize>(what: &str, s: &str) -> Result<[u8; N], CheckpointFault> {
+pub(crate) fn unhex<const N: usize>(what: &str, s: &str) -> Result<[u8; N], CheckpointFault> {
     hex::decode(s)
         .ok()
         .filter(|_| s.bytes().all(|b| !b.is_ascii_uppercase()))

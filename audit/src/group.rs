@@ -7,15 +7,33 @@
 //! the load with no timer and no added latency when the log is idle.
 //!
 //! The durability promise is unchanged: `commit` returns `Ok` only after the record is synced.
+//!
+//! [`SharedLog::commit_signed`] also hands each waiter a checkpoint of the log *as the batch left
+//! it* — covering the waiter's own record — signed once per batch with the enclave key and not
+//! written to `checkpoints.log`. The enclave puts it in the response, so a client holds a signed
+//! root that includes its record and can later demand an inclusion proof against it.
 
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
+use crate::checkpoint::Checkpoint;
 use crate::log::AuditLog;
 use crate::record::AuditRecord;
 use crate::AuditError;
 
-type Outcome = Result<(u64, [u8; 32]), String>;
+type Outcome = Result<Committed, String>;
+
+/// Where a committed record went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// Its index.
+    pub index: u64,
+    /// Its chain hash.
+    pub hash: [u8; 32],
+    /// A signed checkpoint of the log right after the batch that held it (so covering it);
+    /// `None` when the log has no signer.
+    pub head: Option<Checkpoint>,
+}
 
 #[derive(Default)]
 struct Queue {
@@ -56,6 +74,12 @@ impl SharedLog {
     /// Appends `record` durably (possibly in one batch with other threads' records) and
     /// returns its index and chain hash.
     pub fn commit(&self, record: AuditRecord) -> Result<(u64, [u8; 32]), AuditError> {
+        self.commit_signed(record).map(|c| (c.index, c.hash))
+    }
+
+    /// [`SharedLog::commit`], plus a signed checkpoint covering the record (see the module
+    /// docs).
+    pub fn commit_signed(&self, record: AuditRecord) -> Result<Committed, AuditError> {
         let mut q = self.queue();
         let ticket = q.next_ticket;
         q.next_ticket += 1;
@@ -71,16 +95,25 @@ impl SharedLog {
                 let (tickets, records): (Vec<u64>, Vec<AuditRecord>) = batch.into_iter().unzip();
                 let (written, failure) = self.with_log(|log| {
                     let first = log.next_index();
-                    let written = log.append_batch_hashes(&records).map(|h| (first, h));
+                    let written = log
+                        .append_batch_hashes(&records)
+                        .map(|h| (first, h, log.sign_head()));
                     let failure = log.checkpoint_failure().or(log.rotation_failure());
                     (written, failure.map(str::to_string))
                 });
                 q = self.queue();
                 q.maintenance_failure = failure;
                 match written {
-                    Ok((first, hashes)) => {
-                        for (i, (t, h)) in tickets.into_iter().zip(hashes).enumerate() {
-                            q.results.insert(t, Ok((first + i as u64, h)));
+                    Ok((first, hashes, head)) => {
+                        for (i, (t, hash)) in tickets.into_iter().zip(hashes).enumerate() {
+                            q.results.insert(
+                                t,
+                                Ok(Committed {
+                                    index: first + i as u64,
+                                    hash,
+                                    head: head.clone(),
+                                }),
+                            );
                         }
                     }
                     Err(e) => {
@@ -158,6 +191,49 @@ mod tests {
         let log = crate::read_log(tmp.path()).unwrap();
         for (e, (i, h)) in log.entries.iter().zip(&got) {
             assert_eq!((e.entry.index, e.entry.hash), (*i, *h));
+        }
+    }
+
+    #[test]
+    fn each_commit_gets_a_signed_head_that_covers_its_record() {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]);
+        let public = key.verifying_key().to_bytes();
+        let log = AuditLog::open_with_signer(tmp.path(), Default::default(), key).unwrap();
+        let shared = Arc::new(SharedLog::new(log));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let shared = Arc::clone(&shared);
+                std::thread::spawn(move || {
+                    (0..10)
+                        .map(|i| shared.commit_signed(record(t * 100 + i)).unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let got: Vec<Committed> = threads
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        let log = crate::read_log(tmp.path()).unwrap();
+        let leaves = log.leaves();
+        for c in got {
+            let head = c.head.expect("signed head");
+            assert!(head.tree_size > c.index);
+            head.verify_with(&[public]).unwrap();
+            assert_eq!(
+                head.root,
+                crate::merkle::root(&leaves[..head.tree_size as usize])
+            );
+            let proof = crate::merkle::inclusion_proof(&leaves, c.index, head.tree_size).unwrap();
+            crate::merkle::verify_inclusion(
+                &leaves[c.index as usize],
+                c.index,
+                head.tree_size,
+                &proof,
+                &head.root,
+            )
+            .unwrap();
         }
     }
 }

@@ -11,7 +11,10 @@
 //! - [`merkle`]: RFC 6962/9162 Merkle tree hashing, inclusion and consistency proofs;
 //! - [`checkpoint`]: signed tree heads (size + root + time + log id, Ed25519);
 //! - [`proof`]: self-contained inclusion proof documents against a signed checkpoint;
-//! - [`group`]: group commit for concurrent writers ([`SharedLog`]);
+//! - [`group`]: group commit for concurrent writers ([`SharedLog`]), with a signed checkpoint per
+//!   batch for the responses' receipts;
+//! - [`retention`]: rotation by size and age, and retention behind signed anchors and
+//!   retention statements;
 //! - [`log`]: the files on disk — the writer [`AuditLog`] (which also writes checkpoints when
 //!   given the enclave's key) and the read-only [`verify_dir_with`] and [`read_log`].
 //!
@@ -30,18 +33,21 @@ pub mod log;
 pub mod merkle;
 pub mod proof;
 pub mod record;
+pub mod retention;
 
 use std::path::PathBuf;
 
 pub use chain::{BreakReason, ChainState};
 pub use checkpoint::{Checkpoint, CheckpointFault};
-pub use group::SharedLog;
+pub use group::{Committed, SharedLog};
 pub use log::{
-    for_each_entry, read_log, verify_dir, verify_dir_with, AuditLog, CheckpointPolicy, LogContents,
-    LogEntry, Position, Recovery, TornTail, VerifyOptions, VerifyReport, VerifySummary,
+    for_each_entry, read_log, system_clock, verify_dir, verify_dir_with, AuditLog,
+    CheckpointPolicy, Clock, LogContents, LogEntry, Position, Recovery, TornTail, VerifyOptions,
+    VerifyReport, VerifySummary,
 };
 pub use proof::{ConsistencyProof, InclusionProof, ProofError};
 pub use record::{keyed_digest, AuditRecord, Outcome, PrivacyCharge, GENESIS_PREV};
+pub use retention::{Anchor, Pruned, RetentionStatement, Rotation};
 
 /// Everything that can go wrong reading or writing the audit log.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +117,18 @@ pub enum AuditError {
         dir: PathBuf,
         /// The segment number that should exist.
         expected: u32,
+    },
+    /// The first segment is not `audit-000001.log` and the deletion of the earlier ones is not
+    /// backed by a valid signed anchor and retention statement.
+    #[error("audit log {}: segments before audit-{first_segment:06}.log are missing: {reason}",
+        dir.display())]
+    Pruned {
+        /// The log directory.
+        dir: PathBuf,
+        /// The lowest segment present.
+        first_segment: u32,
+        /// What is missing or wrong.
+        reason: String,
     },
     /// An earlier append failed part-way, so the file's tail is uncertain; reopen the log (which
     /// repairs a torn tail) before appending again.

@@ -14,7 +14,8 @@
 //! commit (one write and one `fsync` for many entries).
 //!
 //! Given the enclave's signing key ([`AuditLog::open_with_signer`]) the writer also appends a
-//! signed checkpoint at open (when the log grew since the last one, or has none), every
+//! signed checkpoint at open (when the log grew since the last one, has none, or the last one
+//! was signed by another key — a previous enclave run: the handover checkpoint), every
 //! [`CheckpointPolicy::every_records`] entries, on the first append after
 //! [`CheckpointPolicy::every`] has passed, and whenever [`AuditLog::checkpoint`] is called
 //! (the enclave does at shutdown).
@@ -22,16 +23,18 @@
 //! [`verify_dir_with`] and [`read_log`] are the read-only counterparts for auditors; they report
 //! torn tails without repairing them.
 //!
-//! [`AuditLog::with_max_segment_bytes`] rotates to a new segment by size; verification spans
-//! segments unchanged.
+//! [`AuditLog::with_rotation`] rotates to a new segment by size and age and deletes old segments
+//! by count and age ([`crate::retention`]: each segment starts with a signed anchor, each
+//! deletion is announced by a signed statement, and the verifier starts from the first kept
+//! segment's anchor); verification spans segments unchanged.
 //!
-//! Not yet here: rotation by age, retention (deleting old segments needs a signed Merkle
-//! frontier to restart verification from), an exclusive lock against a second writer.
+//! Not yet here: an exclusive lock against a second writer.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::SigningKey;
@@ -40,6 +43,7 @@ use crate::chain::{BreakReason, ChainState};
 use crate::checkpoint::{Checkpoint, CheckpointFault, CHECKPOINT_FILE};
 use crate::merkle::{Frontier, Hash};
 use crate::record::{encode_entry, AuditRecord, ParsedEntry};
+use crate::retention::{anchor_name, Anchor, Pruned, RetentionStatement, Rotation, RETENTION_FILE};
 use crate::AuditError;
 
 /// Where an entry (or the end of the log) is: segment file, byte offset, entry index.
@@ -183,6 +187,8 @@ pub struct VerifyReport {
     pub torn_tail: Option<TornTail>,
     /// An incomplete final checkpoint line, if any.
     pub torn_checkpoint: Option<TornTail>,
+    /// The prefix retention deleted, if any (verification started from its signed anchor).
+    pub pruned: Option<Pruned>,
 }
 
 /// One verified entry, as [`read_log`] returns it.
@@ -205,6 +211,11 @@ pub struct LogContents {
     pub checkpoints: Vec<Checkpoint>,
     /// Torn tails, if any (entries, checkpoints).
     pub torn: (Option<TornTail>, Option<TornTail>),
+    /// The Merkle frontier of the entries retention deleted (empty when none were), from the
+    /// verified anchor; `entries` start at index `prefix.size()`.
+    pub prefix: Frontier,
+    /// The pruned prefix, if any.
+    pub pruned: Option<Pruned>,
 }
 
 impl LogContents {
@@ -226,6 +237,23 @@ struct Signer {
     failure: Option<String>,
 }
 
+/// "Now" in Unix milliseconds; injectable so rotation and retention by age can be tested
+/// without waiting.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// What the writer knows about one segment on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SegInfo {
+    pub number: u32,
+    /// Index of its first entry.
+    pub first_index: u64,
+    /// Time of its first and last entry.
+    pub first_ms: Option<u64>,
+    pub last_ms: Option<u64>,
+    /// Whether it has an anchor (so the segments before it may be deleted).
+    pub anchored: bool,
+}
+
 /// The append-only writer. One per directory.
 pub struct AuditLog {
     dir: PathBuf,
@@ -234,8 +262,11 @@ pub struct AuditLog {
     /// The number of the segment being written, and its length in bytes (tracked so no
     /// `fstat` is needed inside the sandbox).
     segment: (u32, u64),
-    /// Start a new segment before a commit would take the current one past this size.
-    max_segment_bytes: Option<u64>,
+    /// When to start a new segment and which old ones to delete.
+    rotation: Rotation,
+    clock: Clock,
+    /// Every segment on disk, oldest first; the last is being written.
+    segs: Vec<SegInfo>,
     /// The last failure to start a new segment (the log keeps growing the current one).
     rotation_failure: Option<String>,
     state: ChainState,
@@ -256,6 +287,11 @@ impl fmt::Debug for AuditLog {
             .field("signing", &self.signer.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(now_ms)
 }
 
 fn now_ms() -> u64 {
@@ -334,7 +370,19 @@ impl AuditLog {
             .open(&path)
             .map_err(io_err("open for append", &path))?;
         let segment_len = file.metadata().map_err(io_err("inspect", &path))?.len();
-        let segment_no = u32::try_from(scan.segments.len().max(1)).unwrap_or(u32::MAX);
+        let segment_no = scan
+            .first_segment
+            .saturating_add(u32::try_from(scan.segments.len().max(1)).unwrap_or(u32::MAX) - 1);
+        let mut segs = scan.seg_info;
+        if segs.is_empty() {
+            segs.push(SegInfo {
+                number: 1,
+                first_index: 0,
+                first_ms: None,
+                last_ms: None,
+                anchored: false,
+            });
+        }
         let signer = match signing {
             None => None,
             Some((policy, key)) => {
@@ -363,7 +411,14 @@ impl AuditLog {
                     path: cp_path,
                     file: cp_file,
                     len,
-                    last_size: scan.checkpoints.last().map(|c| c.tree_size),
+                    // A new key (a new enclave run) always signs the log as it finds it, even
+                    // when the previous run's last checkpoint already covers it: the handover
+                    // checkpoint, in which the new run vouches for the same root.
+                    last_size: scan
+                        .checkpoints
+                        .last()
+                        .filter(|c| c.key == public)
+                        .map(|c| c.tree_size),
                     last_time: Instant::now(),
                     failure: None,
                 })
@@ -374,7 +429,9 @@ impl AuditLog {
             path,
             file,
             segment: (segment_no, segment_len),
-            max_segment_bytes: None,
+            rotation: Rotation::default(),
+            clock: system_clock(),
+            segs,
             rotation_failure: None,
             state: scan.state,
             frontier: scan.frontier,
@@ -436,12 +493,14 @@ impl AuditLog {
                 last_hash: e.hash,
             };
         }
-        if let Some(max) = self.max_segment_bytes {
-            if self.segment.1 > 0 && self.segment.1.saturating_add(bytes.len() as u64) > max {
-                // A failed rotation must not stop the service: keep growing this segment and
-                // retry on the next commit.
-                self.rotation_failure = self.rotate().err().map(|e| e.to_string());
-            }
+        if self.rotation_due(bytes.len() as u64) {
+            // A failed rotation must not stop the service: keep growing this segment and
+            // retry on the next commit.
+            self.rotation_failure = self.rotate().err().map(|e| e.to_string());
+        }
+        if self.rotation_failure.is_none() && self.rotation.prunes() {
+            // Likewise a failed deletion: the old segments stay and it is retried.
+            self.rotation_failure = self.prune().err().map(|e| e.to_string());
         }
         let written = self
             .file
@@ -458,6 +517,10 @@ impl AuditLog {
         }
         self.state = state;
         self.segment.1 += bytes.len() as u64;
+        if let Some(current) = self.segs.last_mut() {
+            current.first_ms = current.first_ms.or(records.first().map(|r| r.time_unix_ms));
+            current.last_ms = records.last().map(|r| r.time_unix_ms).or(current.last_ms);
+        }
         for leaf in leaves {
             self.frontier.push(leaf);
         }
@@ -475,8 +538,110 @@ impl AuditLog {
     /// commit is never split, so a segment can exceed it by one batch when it starts empty).
     /// The chain and the Merkle tree continue across segments unchanged.
     pub fn with_max_segment_bytes(mut self, max_bytes: u64) -> AuditLog {
-        self.max_segment_bytes = Some(max_bytes.max(1));
+        self.rotation.segment_max_bytes = Some(max_bytes.max(1));
         self
+    }
+
+    /// Rotation by size and age and retention ([`Rotation`]); deletion needs a signer (each
+    /// deletion is announced by a signed retention statement, and each segment after the first
+    /// starts with a signed anchor).
+    pub fn with_rotation(mut self, mut rotation: Rotation) -> AuditLog {
+        if let Some(b) = rotation.segment_max_bytes.as_mut() {
+            *b = (*b).max(1);
+        }
+        self.rotation = rotation;
+        self
+    }
+
+    /// Replaces the clock used for rotation and retention by age (tests).
+    pub fn with_clock(mut self, clock: Clock) -> AuditLog {
+        self.clock = clock;
+        self
+    }
+
+    fn rotation_due(&self, incoming: u64) -> bool {
+        if self.segment.1 == 0 {
+            return false;
+        }
+        let by_size = self
+            .rotation
+            .segment_max_bytes
+            .is_some_and(|max| self.segment.1.saturating_add(incoming) > max);
+        let by_age = self.rotation.segment_max_age.is_some_and(|age| {
+            let first = self.segs.last().and_then(|s| s.first_ms);
+            first.is_some_and(|t| {
+                (self.clock)().saturating_sub(t)
+                    >= u64::try_from(age.as_millis()).unwrap_or(u64::MAX)
+            })
+        });
+        by_size || by_age
+    }
+
+    /// Deletes the oldest segments the retention policy no longer keeps: never the current
+    /// one, and only up to a segment that has an anchor. Appends and syncs a signed retention
+    /// statement first, so a crash leaves either nothing deleted or an announced deletion.
+    fn prune(&mut self) -> Result<(), AuditError> {
+        let Some(signer) = self.signer.as_ref() else {
+            return Ok(());
+        };
+        let now = (self.clock)();
+        let mut k = 0usize;
+        while k + 1 < self.segs.len() {
+            let seg = &self.segs[k];
+            let over_count = self
+                .rotation
+                .retain_segments
+                .is_some_and(|n| (self.segs.len() - k) as u64 > u64::from(n.max(1)));
+            let too_old = self.rotation.retain_age.is_some_and(|age| {
+                seg.last_ms.is_some_and(|t| {
+                    now.saturating_sub(t) >= u64::try_from(age.as_millis()).unwrap_or(u64::MAX)
+                })
+            });
+            if !(over_count || too_old) || !self.segs[k + 1].anchored {
+                break;
+            }
+            k += 1;
+        }
+        if k == 0 {
+            return Ok(());
+        }
+        let keep = &self.segs[k];
+        let statement = RetentionStatement::sign(
+            &signer.policy.log_id,
+            keep.number,
+            keep.first_index,
+            now_ms(),
+            &signer.key,
+        );
+        let path = self.dir.join(RETENTION_FILE);
+        let mut f = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(io_err("open for append", &path))?;
+        f.write_all(format!("{}\n", statement.to_json()).as_bytes())
+            .and_then(|()| f.sync_data())
+            .map_err(io_err("append to", &path))?;
+        sync_dir(&self.dir)?;
+        for seg in &self.segs[..k] {
+            for name in [segment_name(seg.number), anchor_name(seg.number)] {
+                let p = self.dir.join(name);
+                match fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(source) => {
+                        return Err(AuditError::Io {
+                            op: "delete",
+                            path: p,
+                            source,
+                        })
+                    }
+                }
+            }
+        }
+        sync_dir(&self.dir)?;
+        self.segs.drain(..k);
+        Ok(())
     }
 
     /// Starts segment `n + 1`: created empty and synced (with its directory entry) before any
@@ -484,6 +649,27 @@ impl AuditLog {
     fn rotate(&mut self) -> Result<(), AuditError> {
         let next = self.segment.0.saturating_add(1);
         let path = self.dir.join(segment_name(next));
+        // The anchor first: a segment never exists without it (when signing), so retention
+        // can later delete everything before it.
+        let anchored = match &self.signer {
+            None => false,
+            Some(s) => {
+                let anchor = Anchor::sign(
+                    &s.policy.log_id,
+                    next,
+                    self.state.last_hash,
+                    &self.frontier,
+                    now_ms(),
+                    &s.key,
+                );
+                let apath = self.dir.join(anchor_name(next));
+                let mut f = File::create(&apath).map_err(io_err("create", &apath))?;
+                f.write_all(format!("{}\n", anchor.to_json()).as_bytes())
+                    .and_then(|()| f.sync_all())
+                    .map_err(io_err("write", &apath))?;
+                true
+            }
+        };
         let file = OpenOptions::new()
             .append(true)
             .create_new(true)
@@ -494,6 +680,13 @@ impl AuditLog {
         self.file = file;
         self.path = path;
         self.segment = (next, 0);
+        self.segs.push(SegInfo {
+            number: next,
+            first_index: self.state.next_index,
+            first_ms: None,
+            last_ms: None,
+            anchored,
+        });
         Ok(())
     }
 
@@ -540,6 +733,20 @@ impl AuditLog {
         s.last_time = Instant::now();
         s.failure = None;
         Ok(Some(cp))
+    }
+
+    /// A checkpoint of the log as it is now, signed with the enclave key but *not* written to
+    /// `checkpoints.log`: what a response carries so its client holds a signed root covering
+    /// its record. `None` without a signer.
+    pub fn sign_head(&self) -> Option<Checkpoint> {
+        let s = self.signer.as_ref()?;
+        Some(Checkpoint::sign(
+            &s.policy.log_id,
+            self.frontier.size(),
+            self.frontier.root(),
+            now_ms(),
+            &s.key,
+        ))
     }
 
     /// The last failure to write a periodic checkpoint, if it has not since succeeded.
@@ -633,6 +840,7 @@ pub fn verify_dir_with(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport,
         unsigned_entries: unsigned,
         torn_tail: scan.torn,
         torn_checkpoint: scan.torn_checkpoint,
+        pruned: scan.pruned,
     })
 }
 
@@ -665,6 +873,8 @@ pub fn for_each_entry(dir: &Path, mut f: impl FnMut(LogEntry)) -> Result<LogCont
         entries: Vec::new(),
         checkpoints: scan.checkpoints,
         torn: (scan.torn, scan.torn_checkpoint),
+        prefix: scan.prefix,
+        pruned: scan.pruned,
     })
 }
 
@@ -677,8 +887,9 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Audit
     move |source| AuditError::Io { op, path, source }
 }
 
-/// The segment files in order; refuses gaps in the numbering.
-fn segments(dir: &Path) -> Result<Vec<PathBuf>, AuditError> {
+/// The segment files in order, and the number of the first; refuses gaps in the numbering.
+/// The first may be above 1 when retention deleted older segments ([`scan`] checks that).
+fn segments(dir: &Path) -> Result<(u32, Vec<PathBuf>), AuditError> {
     let mut found = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_err("read directory", dir))? {
         let entry = entry.map_err(io_err("read directory", dir))?;
@@ -694,8 +905,9 @@ fn segments(dir: &Path) -> Result<Vec<PathBuf>, AuditError> {
         }
     }
     found.sort();
+    let first = found.first().map_or(1, |f| f.0);
     for (i, (n, _)) in found.iter().enumerate() {
-        let expected = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        let expected = first.saturating_add(u32::try_from(i).unwrap_or(u32::MAX));
         if *n != expected {
             return Err(AuditError::MissingSegment {
                 dir: dir.to_path_buf(),
@@ -703,7 +915,89 @@ fn segments(dir: &Path) -> Result<Vec<PathBuf>, AuditError> {
             });
         }
     }
-    Ok(found.into_iter().map(|(_, p)| p).collect())
+    Ok((first, found.into_iter().map(|(_, p)| p).collect()))
+}
+
+/// Reads `retention.log` (each line parsed and signed by a trusted key, if any are given); a
+/// final incomplete line is ignored, as an interrupted append.
+fn read_statements(dir: &Path, trusted: &[[u8; 32]]) -> Result<Vec<RetentionStatement>, String> {
+    let path = dir.join(RETENTION_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let mut out = Vec::new();
+    for (i, line) in bytes.split_inclusive(|&b| b == b'\n').enumerate() {
+        let Some(line) = line.strip_suffix(b"\n") else {
+            break;
+        };
+        let st = RetentionStatement::parse(line)
+            .and_then(|st| st.verify(trusted).map(|()| st))
+            .map_err(|f| format!("{}:{}: {f}", path.display(), i + 1))?;
+        out.push(st);
+    }
+    Ok(out)
+}
+
+/// For a log whose first segment is `first > 1`: its verified anchor and the retention
+/// statement that announced the deletion.
+fn check_pruned(
+    dir: &Path,
+    first: u32,
+    trusted: &[[u8; 32]],
+) -> Result<(Anchor, Frontier, Pruned), AuditError> {
+    let fail = |reason: String| AuditError::Pruned {
+        dir: dir.to_path_buf(),
+        first_segment: first,
+        reason,
+    };
+    let apath = dir.join(anchor_name(first));
+    let text = fs::read(&apath).map_err(|e| {
+        fail(format!(
+            "its anchor {} cannot be read ({e}), so nothing proves the state the log \
+             continues from",
+            apath.display()
+        ))
+    })?;
+    let anchor = Anchor::parse(&text).map_err(|f| fail(format!("{}: {f}", apath.display())))?;
+    if anchor.segment != first {
+        return Err(fail(format!(
+            "{} is the anchor of segment {}",
+            apath.display(),
+            anchor.segment
+        )));
+    }
+    let frontier = anchor
+        .verify(trusted)
+        .map_err(|f| fail(format!("{}: {f}", apath.display())))?;
+    let statements = read_statements(dir, trusted).map_err(fail)?;
+    let statement = statements
+        .iter()
+        .rev()
+        .find(|st| st.segments_before >= first && st.log_id == anchor.log_id)
+        .cloned()
+        .ok_or_else(|| {
+            fail(
+                "no signed retention statement announces their deletion: segments were \
+                 deleted by someone other than the enclave"
+                    .to_string(),
+            )
+        })?;
+    if statement.segments_before == first && statement.entries_before != anchor.index {
+        return Err(fail(format!(
+            "the retention statement says entries before {} were deleted but the anchor \
+             starts at entry {}",
+            statement.entries_before, anchor.index
+        )));
+    }
+    let pruned = Pruned {
+        first_segment: first,
+        first_index: anchor.index,
+        anchor_time_unix_ms: anchor.time_unix_ms,
+        statement,
+    };
+    Ok((anchor, frontier, pruned))
 }
 
 /// One entry as the scan meets it.
@@ -717,7 +1011,13 @@ struct EntryRef<'a> {
 struct Scan {
     state: ChainState,
     frontier: Frontier,
+    /// The number of the first segment (above 1 after retention).
+    first_segment: u32,
     segments: Vec<PathBuf>,
+    seg_info: Vec<SegInfo>,
+    /// The frontier of the pruned prefix (empty when nothing was pruned).
+    prefix: Frontier,
+    pruned: Option<Pruned>,
     torn: Option<TornTail>,
     checkpoints: Vec<Checkpoint>,
     torn_checkpoint: Option<TornTail>,
@@ -816,13 +1116,30 @@ fn scan(
     trusted: &[[u8; 32]],
     mut visit: impl FnMut(&EntryRef<'_>) -> Result<(), AuditError>,
 ) -> Result<Scan, AuditError> {
-    let segments = segments(dir)?;
+    let (first_segment, segments) = segments(dir)?;
     let (cp_path, checkpoints, torn_checkpoint) = read_checkpoints(dir, trusted)?;
     let mut state = ChainState::new();
     let mut frontier = Frontier::new();
+    let mut pruned = None;
+    if first_segment > 1 {
+        let (anchor, f, p) = check_pruned(dir, first_segment, trusted)?;
+        state = ChainState {
+            next_index: anchor.index,
+            last_hash: anchor.prev,
+        };
+        frontier = f;
+        pruned = Some(p);
+    }
+    let prefix = frontier.clone();
+    let mut seg_info = Vec::with_capacity(segments.len());
     let mut torn = None;
-    // Checkpoints are checked in order as the tree reaches their size.
-    let mut next_cp = 0usize;
+    // Checkpoints are checked in order as the tree reaches their size. Those of the pruned
+    // prefix were checked for signature, log and order only: their entries are gone (the
+    // anchor's root, signed by the enclave, stands in for them).
+    let mut next_cp = checkpoints
+        .iter()
+        .take_while(|c| c.checkpoint.tree_size < prefix.size())
+        .count();
     // Where the entries start that no verified checkpoint covers yet.
     let mut uncovered_from: Option<Position> = None;
     let check_due = |frontier: &Frontier,
@@ -854,13 +1171,21 @@ fn scan(
     };
     check_due(&frontier, &mut next_cp, &mut uncovered_from)?;
     let mut end = Position {
-        file: dir.join(segment_name(1)),
+        file: dir.join(segment_name(first_segment)),
         offset: 0,
-        index: 0,
+        index: state.next_index,
     };
     for (i, path) in segments.iter().enumerate() {
         let is_last = i + 1 == segments.len();
         let bytes = fs::read(path).map_err(io_err("read", path))?;
+        let number = first_segment.saturating_add(u32::try_from(i).unwrap_or(u32::MAX));
+        let mut info = SegInfo {
+            number,
+            first_index: state.next_index,
+            first_ms: None,
+            last_ms: None,
+            anchored: number > 1 && dir.join(anchor_name(number)).exists(),
+        };
         let mut pos = 0usize;
         let mut line_no = 0u64;
         while pos < bytes.len() {
@@ -902,6 +1227,8 @@ fn scan(
                         bytes: &bytes[pos..end_of_line],
                     })?;
                     frontier.push(entry.leaf);
+                    info.first_ms = info.first_ms.or(Some(entry.record.time_unix_ms));
+                    info.last_ms = Some(entry.record.time_unix_ms);
                     check_due(&frontier, &mut next_cp, &mut uncovered_from)?;
                     pos = end_of_line + 1;
                 }
@@ -917,6 +1244,7 @@ fn scan(
             offset: pos as u64,
             index: state.next_index,
         };
+        seg_info.push(info);
     }
     if let Some(c) = checkpoints.get(next_cp) {
         return Err(AuditError::CheckpointInvalid {
@@ -933,7 +1261,11 @@ fn scan(
     Ok(Scan {
         state,
         frontier,
+        first_segment,
         segments,
+        seg_info,
+        prefix,
+        pruned,
         torn,
         checkpoints: checkpoints.into_iter().map(|c| c.checkpoint).collect(),
         torn_checkpoint,

@@ -52,6 +52,12 @@ pub enum MerkleError {
     /// The proof does not lead to the claimed root(s).
     #[error("the proof does not match the root hash")]
     RootMismatch,
+    /// The proof needs a node inside the pruned prefix of the log.
+    #[error("the proof needs leaf {index}, which retention pruned")]
+    Pruned {
+        /// A pruned leaf the proof would need.
+        index: u64,
+    },
 }
 
 /// `SHA-256(0x00 || data)`.
@@ -165,6 +171,157 @@ fn subproof(m: usize, d: &[Hash], complete: bool, out: &mut Vec<Hash>) {
     } else {
         subproof(m - k, &d[k..], false, out);
         out.push(root(&d[..k]));
+    }
+}
+
+/// The leaves of a log whose first leaves were pruned: the pruned prefix survives as the
+/// perfect subtrees of its [`Frontier`], followed by the retained leaf hashes. Every node an
+/// inclusion or consistency proof needs about retained leaves is either built from retained
+/// leaves or is one of those subtrees (an aligned subtree that is not maximal inside the prefix
+/// never sits beside a path to a retained leaf), so proofs about retained entries can still be
+/// made after retention.
+#[derive(Debug, Clone, Copy)]
+pub struct PrunedLeaves<'a> {
+    /// The pruned prefix (may be empty).
+    pub prefix: &'a Frontier,
+    /// Leaf hashes from index `prefix.size()` on.
+    pub leaves: &'a [Hash],
+}
+
+impl PrunedLeaves<'_> {
+    /// Total number of leaves, pruned ones included.
+    pub fn len(&self) -> u64 {
+        self.prefix.size() + self.leaves.len() as u64
+    }
+
+    /// Whether there are no leaves at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// MTH of the first `size` leaves (pruned ones included).
+    pub fn root_at(&self, size: u64) -> Result<Hash, MerkleError> {
+        if size == 0 {
+            return Ok(empty_root());
+        }
+        if size > self.len() {
+            return Err(MerkleError::SizeOutOfRange {
+                old: size,
+                new: size,
+                available: self.len(),
+            });
+        }
+        self.range_root(0, size)
+    }
+
+    /// MTH of leaves `[a, b)`.
+    fn range_root(&self, a: u64, b: u64) -> Result<Hash, MerkleError> {
+        let p = self.prefix.size();
+        if a >= p {
+            let s = to_usize(a - p);
+            let e = to_usize(b - p);
+            return self
+                .leaves
+                .get(s..e)
+                .map(root)
+                .ok_or(MerkleError::SizeOutOfRange {
+                    old: a,
+                    new: b,
+                    available: self.len(),
+                });
+        }
+        if let Some((_, _, h)) = self
+            .prefix
+            .blocks()
+            .into_iter()
+            .find(|&(s, l, _)| s == a && s + l == b)
+        {
+            return Ok(h);
+        }
+        let n = b - a;
+        if n <= 1 {
+            return Err(MerkleError::Pruned { index: a });
+        }
+        let k = split(to_usize(n)) as u64;
+        Ok(node_hash(
+            &self.range_root(a, a + k)?,
+            &self.range_root(a + k, b)?,
+        ))
+    }
+
+    fn path(&self, m: u64, a: u64, b: u64, out: &mut Vec<Hash>) -> Result<(), MerkleError> {
+        let n = b - a;
+        if n <= 1 {
+            return Ok(());
+        }
+        let k = split(to_usize(n)) as u64;
+        if m < k {
+            self.path(m, a, a + k, out)?;
+            out.push(self.range_root(a + k, b)?);
+        } else {
+            self.path(m - k, a + k, b, out)?;
+            out.push(self.range_root(a, a + k)?);
+        }
+        Ok(())
+    }
+
+    fn subproof(
+        &self,
+        m: u64,
+        a: u64,
+        b: u64,
+        complete: bool,
+        out: &mut Vec<Hash>,
+    ) -> Result<(), MerkleError> {
+        let n = b - a;
+        if m == n {
+            if !complete {
+                out.push(self.range_root(a, b)?);
+            }
+            return Ok(());
+        }
+        let k = split(to_usize(n)) as u64;
+        if m <= k {
+            self.subproof(m, a, a + k, complete, out)?;
+            out.push(self.range_root(a + k, b)?);
+        } else {
+            self.subproof(m - k, a + k, b, false, out)?;
+            out.push(self.range_root(a, a + k)?);
+        }
+        Ok(())
+    }
+
+    /// [`inclusion_proof`] over these leaves.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, MerkleError> {
+        if size > self.len() {
+            return Err(MerkleError::SizeOutOfRange {
+                old: index,
+                new: size,
+                available: self.len(),
+            });
+        }
+        if index >= size {
+            return Err(MerkleError::IndexOutOfRange { index, size });
+        }
+        let mut proof = Vec::new();
+        self.path(index, 0, size, &mut proof)?;
+        Ok(proof)
+    }
+
+    /// [`consistency_proof`] over these leaves.
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, MerkleError> {
+        if old > new || new > self.len() {
+            return Err(MerkleError::SizeOutOfRange {
+                old,
+                new,
+                available: self.len(),
+            });
+        }
+        let mut proof = Vec::new();
+        if old > 0 && old < new {
+            self.subproof(old, 0, new, true, &mut proof)?;
+        }
+        Ok(proof)
     }
 }
 
@@ -331,6 +488,37 @@ impl Frontier {
         self.size += 1;
     }
 
+    /// The roots of the maximal perfect subtrees, largest (leftmost) first: `size.count_ones()`
+    /// hashes. With [`Frontier::size`] this is everything needed to continue the tree, which is
+    /// what a retention anchor stores.
+    pub fn stack(&self) -> &[Hash] {
+        &self.stack
+    }
+
+    /// Rebuilds a frontier from its size and [`Frontier::stack`]; `None` when the number of
+    /// hashes does not fit the size.
+    pub fn from_parts(size: u64, stack: Vec<Hash>) -> Option<Frontier> {
+        (stack.len() == size.count_ones() as usize).then_some(Frontier { size, stack })
+    }
+
+    /// The perfect subtrees of the frontier as `(first leaf, number of leaves, hash)`, left to
+    /// right.
+    pub fn blocks(&self) -> Vec<(u64, u64, Hash)> {
+        let mut out = Vec::with_capacity(self.stack.len());
+        let mut start = 0u64;
+        let mut hashes = self.stack.iter();
+        for bit in (0..64).rev() {
+            let len = 1u64 << bit;
+            if self.size & len != 0 {
+                if let Some(h) = hashes.next() {
+                    out.push((start, len, *h));
+                }
+                start += len;
+            }
+        }
+        out
+    }
+
     /// The current root (RFC 6962 MTH of all leaves pushed so far).
     pub fn root(&self) -> Hash {
         let mut iter = self.stack.iter().rev();
@@ -487,6 +675,40 @@ mod tests {
         assert!(consistency_proof(&leaves, 5, 3).is_err());
         assert!(verify_inclusion(&leaves[0], 0, 0, &[], &empty_root()).is_err());
         assert!(verify_inclusion(&leaves[0], 1, 1, &[], &leaves[0]).is_err());
+    }
+
+    #[test]
+    fn proofs_over_a_pruned_prefix_equal_the_full_ones() {
+        let leaves: Vec<Hash> = (0u32..23).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        for p in 0..=leaves.len() {
+            let mut prefix = Frontier::new();
+            for l in &leaves[..p] {
+                prefix.push(*l);
+            }
+            let pruned = PrunedLeaves {
+                prefix: &prefix,
+                leaves: &leaves[p..],
+            };
+            for size in (p as u64).max(1)..=leaves.len() as u64 {
+                for index in p as u64..size {
+                    assert_eq!(
+                        pruned.inclusion_proof(index, size).unwrap(),
+                        inclusion_proof(&leaves, index, size).unwrap(),
+                        "prefix {p} index {index} size {size}"
+                    );
+                }
+                for old in p as u64..=size {
+                    assert_eq!(
+                        pruned.consistency_proof(old, size).unwrap(),
+                        consistency_proof(&leaves, old, size).unwrap(),
+                        "prefix {p} {old} -> {size}"
+                    );
+                }
+            }
+            if p > 1 {
+                assert!(pruned.inclusion_proof(0, p as u64).is_err());
+            }
+        }
     }
 
     #[test]

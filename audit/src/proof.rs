@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{Checkpoint, CheckpointFault};
 use crate::log::LogContents;
-use crate::merkle::{inclusion_proof, verify_inclusion, Hash, MerkleError};
+use crate::merkle::{inclusion_proof, verify_inclusion, Hash, MerkleError, PrunedLeaves};
 use crate::record::{parse_entry_line, ParsedEntry};
 use crate::BreakReason;
 
@@ -84,11 +84,16 @@ struct Wire {
 impl InclusionProof {
     /// Builds the proof of entry `index` against the latest checkpoint of a verified log.
     pub fn build(log: &LogContents, index: u64) -> Result<InclusionProof, ProofError> {
-        let entry = log
-            .entries
-            .get(usize::try_from(index).unwrap_or(usize::MAX))
+        let entry = index
+            .checked_sub(log.prefix.size())
+            .and_then(|i| log.entries.get(usize::try_from(i).unwrap_or(usize::MAX)))
             .map(|e| e.line.clone());
-        InclusionProof::build_from(&log.leaves(), entry, &log.checkpoints, index)
+        let leaves = log.leaves();
+        let source = PrunedLeaves {
+            prefix: &log.prefix,
+            leaves: &leaves,
+        };
+        InclusionProof::build_pruned(source, entry, &log.checkpoints, index)
     }
 
     /// Builds the proof from a verified log's leaf hashes, the stored line of entry `index`
@@ -107,6 +112,32 @@ impl InclusionProof {
         }
         let entry = entry.ok_or(not_covered)?;
         let proof = inclusion_proof(leaves, index, tree_size).map_err(ProofError::Path)?;
+        Ok(InclusionProof {
+            index,
+            entry,
+            proof,
+            checkpoint: checkpoint.clone(),
+        })
+    }
+
+    /// [`InclusionProof::build_from`] for a log whose prefix retention pruned: `leaves` holds
+    /// the pruned prefix's frontier and the retained leaf hashes.
+    pub fn build_pruned(
+        leaves: PrunedLeaves<'_>,
+        entry: Option<String>,
+        checkpoints: &[Checkpoint],
+        index: u64,
+    ) -> Result<InclusionProof, ProofError> {
+        let checkpoint = checkpoints.last().ok_or(ProofError::NoCheckpoint)?;
+        let tree_size = checkpoint.tree_size;
+        let not_covered = ProofError::NotCovered { index, tree_size };
+        if index >= tree_size {
+            return Err(not_covered);
+        }
+        let entry = entry.ok_or(not_covered)?;
+        let proof = leaves
+            .inclusion_proof(index, tree_size)
+            .map_err(ProofError::Path)?;
         Ok(InclusionProof {
             index,
             entry,
@@ -241,6 +272,23 @@ impl ConsistencyProof {
         checkpoints: &[Checkpoint],
         old_size: u64,
     ) -> Result<ConsistencyProof, ProofError> {
+        let prefix = crate::merkle::Frontier::new();
+        ConsistencyProof::build_pruned(
+            PrunedLeaves {
+                prefix: &prefix,
+                leaves,
+            },
+            checkpoints,
+            old_size,
+        )
+    }
+
+    /// [`ConsistencyProof::build_from`] for a log whose prefix retention pruned.
+    pub fn build_pruned(
+        leaves: PrunedLeaves<'_>,
+        checkpoints: &[Checkpoint],
+        old_size: u64,
+    ) -> Result<ConsistencyProof, ProofError> {
         let new = checkpoints.last().ok_or(ProofError::NoCheckpoint)?;
         let old = checkpoints
             .iter()
@@ -248,7 +296,8 @@ impl ConsistencyProof {
             .ok_or_else(|| {
                 ProofError::Malformed(format!("the log has no checkpoint of size {old_size}"))
             })?;
-        let proof = crate::merkle::consistency_proof(leaves, old.tree_size, new.tree_size)
+        let proof = leaves
+            .consistency_proof(old.tree_size, new.tree_size)
             .map_err(ProofError::Path)?;
         Ok(ConsistencyProof {
             old: old.clone(),

@@ -321,11 +321,20 @@ fn chain_spans_segments_and_gaps_are_detected() {
         })
     ));
 
-    // A missing first segment.
+    // A missing first segment, with no signed anchor and retention statement to explain it.
     fs::remove_file(segment(tmp.path())).unwrap();
     assert!(matches!(
         AuditLog::open(tmp.path()),
-        Err(AuditError::MissingSegment { expected: 1, .. })
+        Err(AuditError::Pruned {
+            first_segment: 2,
+            ..
+        })
+    ));
+    // A gap in the middle.
+    fs::write(tmp.path().join("audit-000004.log"), "").unwrap();
+    assert!(matches!(
+        verify_dir(tmp.path()),
+        Err(AuditError::MissingSegment { expected: 3, .. })
     ));
 }
 

@@ -4,6 +4,7 @@
 //! - `verify` checks every record, every checkpoint's signature and root, and that the
 //!   checkpoints are consistent with each other and with the log; exit 0 only when all holds.
 //! - `show` and `stats` read the (verified) log for people.
+//! - `report` writes a self-contained HTML page for people ([`crate::audit_report`]).
 //! - `prove` and `verify-proof` produce and check self-contained inclusion proofs (a record is
 //!   in the signed log) and consistency proofs (a later checkpoint extends an earlier one).
 //!
@@ -21,8 +22,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use cloister_attestation::evidence::EvidenceBundle;
 use cloister_audit::{
-    for_each_entry, proof::CONSISTENCY_FORMAT, verify_dir_with, ConsistencyProof, InclusionProof,
-    LogEntry, Outcome, VerifyOptions, VerifyReport,
+    for_each_entry, merkle::PrunedLeaves, proof::CONSISTENCY_FORMAT, verify_dir_with, Checkpoint,
+    ConsistencyProof, InclusionProof, LogEntry, Outcome, VerifyOptions, VerifyReport,
 };
 use serde_json::json;
 
@@ -71,9 +72,28 @@ pub enum AuditCommand {
         /// Instead: prove that the latest checkpoint extends the checkpoint of this tree size.
         #[arg(long, value_name = "SIZE", conflicts_with = "index")]
         consistency_from: Option<u64>,
+        /// Prove against this checkpoint instead of the latest: a JSON file holding the
+        /// checkpoint from a response's audit receipt (the checkpoint object, the receipt, or
+        /// `cloister infer --json` output). Fails if the log no longer matches it.
+        #[arg(long, value_name = "FILE", requires = "index")]
+        checkpoint: Option<PathBuf>,
         /// Write the proof here instead of standard output.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+    },
+    /// Write a self-contained HTML report (summary, charts, refusals, per tenant and model);
+    /// exits 1 (after writing it) when the log does not verify.
+    Report {
+        /// The audit directory.
+        dir: PathBuf,
+        /// The HTML file to write.
+        #[arg(long, value_name = "FILE")]
+        html: PathBuf,
+        #[command(flatten)]
+        trust: Trust,
+        /// Accept records after the last signed checkpoint (the log of a running enclave).
+        #[arg(long)]
+        allow_unsigned_tail: bool,
     },
     /// Check an inclusion or consistency proof written by `cloister audit prove`.
     VerifyProof {
@@ -124,7 +144,8 @@ pub fn run(command: AuditCommand) -> Result<ExitCode> {
         AuditCommand::Verify { dir, .. }
         | AuditCommand::Show { dir, .. }
         | AuditCommand::Stats { dir, .. }
-        | AuditCommand::Prove { dir, .. } => check_dir(dir)?,
+        | AuditCommand::Prove { dir, .. }
+        | AuditCommand::Report { dir, .. } => check_dir(dir)?,
         AuditCommand::VerifyProof { .. } => {}
     }
     match command {
@@ -140,8 +161,41 @@ pub fn run(command: AuditCommand) -> Result<ExitCode> {
             dir,
             index,
             consistency_from,
+            checkpoint,
             out,
-        } => prove(&dir, index, consistency_from, out.as_deref()),
+        } => prove(
+            &dir,
+            index,
+            consistency_from,
+            checkpoint.as_deref(),
+            out.as_deref(),
+        ),
+        AuditCommand::Report {
+            dir,
+            html,
+            trust,
+            allow_unsigned_tail,
+        } => {
+            let opts = VerifyOptions {
+                trusted_keys: trusted_keys(&trust)?,
+                allow_unsigned_tail,
+            };
+            let verified = crate::audit_report::write_report(&dir, &opts, &html)?;
+            println!(
+                "wrote {} ({})",
+                html.display(),
+                if verified {
+                    "the log verified"
+                } else {
+                    "the log does NOT verify; the report says why"
+                }
+            );
+            Ok(if verified {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         AuditCommand::VerifyProof { file, trust, hash } => {
             verify_proof(&file, &trust, hash.as_deref())
         }
@@ -207,6 +261,12 @@ fn verify(dir: &Path, trust: &Trust, allow_unsigned_tail: bool, json: bool) -> R
                 "unsigned_entries": r.unsigned_entries,
                 "torn_tail": r.torn_tail.as_ref().map(|t| t.to_string()),
                 "torn_checkpoint": r.torn_checkpoint.as_ref().map(|t| t.to_string()),
+                "pruned": r.pruned.as_ref().map(|p| json!({
+                    "first_segment": p.first_segment,
+                    "first_index": p.first_index,
+                    "anchor_time_unix_ms": p.anchor_time_unix_ms,
+                    "statement_time_unix_ms": p.statement.time_unix_ms,
+                })),
             }),
             Err(e) => json!({"passed": false, "error": e.to_string()}),
         };
@@ -231,6 +291,16 @@ fn print_report(dir: &Path, r: &VerifyReport, trusted: &[[u8; 32]]) {
         r.entries, r.segments
     );
     println!("  merkle root: {}", r.root);
+    if let Some(p) = &r.pruned {
+        println!(
+            "  pruned:      records 0..{} (segments before audit-{:06}.log) were deleted by the \
+             retention policy (signed statement of {}); verification starts from the signed \
+             anchor of that segment",
+            p.first_index,
+            p.first_segment,
+            format_time(p.statement.time_unix_ms)
+        );
+    }
     match &r.latest {
         Some(c) => println!(
             "  checkpoints: {} — signatures valid, each root matches the log, consistent; \
@@ -550,13 +620,29 @@ fn stats(dir: &Path, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Reads a checkpoint from a file holding the checkpoint object, a receipt (`{"checkpoint":
+/// …}`) or a whole response (`{"audit": {"checkpoint": …}}`).
+fn read_checkpoint_file(path: &Path) -> Result<Checkpoint> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read checkpoint file {}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let candidates = [&v, &v["checkpoint"], &v["audit"]["checkpoint"]];
+    let found = candidates
+        .into_iter()
+        .find(|c| c.get("tree_size").is_some())
+        .with_context(|| format!("{} holds no audit checkpoint", path.display()))?;
+    Checkpoint::from_value(found).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
 fn prove(
     dir: &Path,
     index: Option<u64>,
     consistency_from: Option<u64>,
+    checkpoint: Option<&Path>,
     out: Option<&Path>,
 ) -> Result<ExitCode> {
-    let mut leaves = Vec::new();
+    let mut leaves: Vec<cloister_audit::merkle::Hash> = Vec::new();
     let mut entry = None;
     let log = for_each_entry(dir, |e| {
         leaves.push(e.entry.leaf);
@@ -570,14 +656,50 @@ fn prove(
             dir.display()
         )
     })?;
-    let text = match (index, consistency_from) {
-        (_, Some(old)) => {
-            ConsistencyProof::build_from(&leaves, &log.checkpoints, old)?.to_json_pretty()
+    // After retention the leaves start at the pruned prefix, whose frontier stands in for it.
+    let source = PrunedLeaves {
+        prefix: &log.prefix,
+        leaves: &leaves,
+    };
+    let held = checkpoint.map(read_checkpoint_file).transpose()?;
+    let text = match (index, consistency_from, held) {
+        (Some(index), None, Some(cp)) => {
+            let size = cp.tree_size;
+            let root = source.root_at(size).with_context(|| {
+                format!(
+                    "the log in {} does not hold the {size} records the checkpoint covers \
+                     (truncated or rolled back)",
+                    dir.display()
+                )
+            })?;
+            if root != cp.root {
+                println!(
+                    "FAILED: the log's first {size} records have Merkle root {} but the \
+                     checkpoint signed {}: records it covers were changed or removed",
+                    hex::encode(root),
+                    hex::encode(cp.root)
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            if index >= size {
+                bail!("record {index} is not covered by the checkpoint ({size} records)");
+            }
+            let proof = source.inclusion_proof(index, size)?;
+            InclusionProof {
+                index,
+                entry: entry.context("the record is not in the log")?,
+                proof,
+                checkpoint: cp,
+            }
+            .to_json_pretty()
         }
-        (Some(index), None) => {
-            InclusionProof::build_from(&leaves, entry, &log.checkpoints, index)?.to_json_pretty()
+        (_, Some(old), _) => {
+            ConsistencyProof::build_pruned(source, &log.checkpoints, old)?.to_json_pretty()
         }
-        (None, None) => bail!("pass --index N or --consistency-from SIZE"),
+        (Some(index), None, None) => {
+            InclusionProof::build_pruned(source, entry, &log.checkpoints, index)?.to_json_pretty()
+        }
+        (None, None, _) => bail!("pass --index N or --consistency-from SIZE"),
     } + "\n";
     match out {
         Some(path) => std::fs::write(path, text)
@@ -666,11 +788,21 @@ fn verify_consistency_proof(text: &str, trusted: &[[u8; 32]]) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-/// Fails unless `dir` looks like an audit directory (for friendlier errors).
+/// Fails unless `dir` looks like an audit directory (for friendlier errors). After retention
+/// the first segment may be a later one than `audit-000001.log`.
 pub fn check_dir(dir: &Path) -> Result<()> {
-    if !dir.join("audit-000001.log").exists() {
+    let has_segment = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries.filter_map(|e| e.ok()).any(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with("audit-") && n.ends_with(".log"))
+            })
+        })
+        .unwrap_or(false);
+    if !has_segment {
         bail!(
-            "{} is not an audit directory (no audit-000001.log)",
+            "{} is not an audit directory (no audit-NNNNNN.log segment)",
             dir.display()
         );
     }

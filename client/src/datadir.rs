@@ -11,6 +11,7 @@
 //! DIR/policy.toml            enclave policy (TOML, schema 1)
 //! DIR/models/digits.onnx     the bundled demo model
 //! DIR/models/digits-ensemble.onnx  the bundled PATE teacher ensemble (noisy labels)
+//! DIR/models/diabetes-ensemble.onnx the bundled regression ensemble (noisy clamped means)
 //! DIR/ledger/ledger.jsonl    the privacy-budget ledger
 //! DIR/example-input.json     three held-out digits, for the example command
 //! DIR/secrets/dev-api-key    the development tenant's API key (0600)
@@ -44,6 +45,12 @@ pub const BUNDLED_ENSEMBLE: &[u8] =
     include_bytes!("../../models/digits-ensemble/digits-ensemble.onnx");
 /// Id of the bundled ensemble.
 pub const BUNDLED_ENSEMBLE_ID: &str = "digits-ensemble";
+/// The bundled regression ensemble (`models/diabetes-ensemble/diabetes-ensemble.onnx`); the
+/// default policy pins its SHA-256.
+pub const BUNDLED_REGRESSION: &[u8] =
+    include_bytes!("../../models/diabetes-ensemble/diabetes-ensemble.onnx");
+/// Id of the bundled regression ensemble.
+pub const BUNDLED_REGRESSION_ID: &str = "diabetes-ensemble";
 /// Three held-out digits for the example command.
 pub const EXAMPLE_INPUT: &str = include_str!("../../models/digits/example-input.json");
 /// Id of the bundled model.
@@ -79,6 +86,10 @@ impl DataDir {
     /// The bundled ensemble's location.
     pub fn ensemble(&self) -> PathBuf {
         self.root.join("models").join("digits-ensemble.onnx")
+    }
+    /// The bundled regression ensemble's location.
+    pub fn regression(&self) -> PathBuf {
+        self.root.join("models").join("diabetes-ensemble.onnx")
     }
     /// The privacy-budget ledger's directory.
     pub fn ledger(&self) -> PathBuf {
@@ -172,6 +183,9 @@ pub fn prepare(dir: &DataDir, listen: SocketAddr) -> Result<Prepared> {
     }
     if !dir.ensemble().exists() {
         write_public(&dir.ensemble(), BUNDLED_ENSEMBLE)?;
+    }
+    if !dir.regression().exists() {
+        write_public(&dir.regression(), BUNDLED_REGRESSION)?;
     }
     if !dir.example_input().exists() {
         write_public(&dir.example_input(), EXAMPLE_INPUT.as_bytes())?;
@@ -289,4 +303,19 @@ pub fn gateway_url(listen: SocketAddr) -> String {
         listen.ip().to_string()
     };
     format!("https://{host}:{}", listen.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_policy_pins_the_bundled_regression_ensemble() {
+        assert_eq!(
+            hex::encode(cloister_protocol::auth::sha256(BUNDLED_REGRESSION)),
+            cloister_policy::DIABETES_ENSEMBLE_SHA256
+        );
+        let policy = cloister_policy::default_policy_toml("00", "11", "22");
+        assert!(policy.contains(cloister_policy::DIABETES_ENSEMBLE_SHA256));
+    }
 }

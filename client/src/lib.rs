@@ -6,6 +6,7 @@
 //! - [`datadir`]: first-run creation of the data directory (policy, TLS, keys);
 //! - [`up`]: the launcher that runs the enclave and the gateway;
 //! - [`audit_cli`]: `cloister audit …`, read-only review of an audit directory;
+//! - [`audit_report`]: `cloister audit report`, the self-contained HTML page;
 //! - [`engine_cli`]: `cloister run` and `cloister conformance`, the engine with no service.
 //!
 //! INVARIANT: the SDK never sends request data to an enclave whose evidence it
@@ -15,10 +16,12 @@
 
 pub mod attest_cli;
 pub mod audit_cli;
+pub mod audit_report;
 pub mod datadir;
 pub mod engine_cli;
 pub mod https;
 pub mod keygen_cli;
+pub mod privacy_cli;
 pub mod profile;
 pub mod sdk;
 pub mod up;

@@ -107,6 +107,11 @@ enum Command {
         #[command(subcommand)]
         command: cloister::audit_cli::AuditCommand,
     },
+    /// Differential-privacy tools that run locally (no service).
+    Privacy {
+        #[command(subcommand)]
+        command: PrivacyCommand,
+    },
     /// Generate keys: with --he, the TFHE client key and compressed server key.
     Keygen {
         /// Homomorphic-mode keys (TFHE-rs, default 128-bit parameters).
@@ -144,6 +149,13 @@ enum AttestCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum PrivacyCommand {
+    /// Accuracy of a teacher ensemble against ρ per query on held-out data, with the real
+    /// noisy arg-max (table, --json, --out FILE.svg).
+    Curve(cloister::privacy_cli::CurveArgs),
+}
+
+#[derive(Subcommand, Debug)]
 enum PolicyCommand {
     /// Validate a policy file; print every error with line and column.
     Check {
@@ -167,6 +179,9 @@ fn main() -> ExitCode {
         } => policy_check(&file),
         Command::Audit { command } => cloister::audit_cli::run(command),
         Command::Keygen { he, out } => cloister::keygen_cli::run(he, &out),
+        Command::Privacy {
+            command: PrivacyCommand::Curve(args),
+        } => cloister::privacy_cli::run_curve(&args),
         Command::Run {
             model,
             input,
@@ -250,6 +265,7 @@ async fn run(command: Command) -> Result<ExitCode> {
         | Command::Audit { .. }
         | Command::Run { .. }
         | Command::Conformance { .. }
+        | Command::Privacy { .. }
         | Command::Keygen { .. } => {
             unreachable!("handled without a runtime")
         }
@@ -358,7 +374,17 @@ async fn infer(profile: &Path, model: &str, input: &Path, json: bool) -> Result<
                     eprintln!("(attested by the SIMULATED provider: no hardware isolation)");
                 }
                 eprintln!("audit record #{} {}", r.audit.index, r.audit.hash);
-                if let Some(p) = &r.privacy {
+                if let Some(p) = r.privacy.as_ref().filter(|p| p.label.is_some()) {
+                    // Heuristic: nothing to account, and no ε that could be read as a guarantee.
+                    eprintln!("privacy: {} — {}", p.mechanism, p.guarantee);
+                } else if let Some(p) = &r.privacy {
+                    if !p.abstained_rows.is_empty() {
+                        eprintln!(
+                            "privacy: the teachers did not agree on row(s) {:?}: abstained \
+                             (label -1), only the agreement check was charged",
+                            p.abstained_rows
+                        );
+                    }
                     let remaining: Vec<String> = p
                         .remaining_rho
                         .iter()

@@ -381,7 +381,35 @@ pub fn verify_receipt(
         .ok_or_else(|| bad("signature is not 64 hex bytes"))?;
     let message = AuditReceipt::signed_message(request_id, receipt.index, &receipt.hash);
     key.verify(&message, &Signature::from_bytes(&sig_bytes))
-        .map_err(|_| bad("signature does not verify under the attested key"))
+        .map_err(|_| bad("signature does not verify under the attested key"))?;
+    verify_receipt_checkpoint(evidence, receipt).map(|_| ())
+}
+
+/// Checks the signed audit checkpoint a receipt carries: present, signed by the attested key,
+/// and covering the receipt's record (`tree_size > index`). Returns it in the audit crate's
+/// form, ready for `cloister audit prove --checkpoint` and proof verification.
+pub fn verify_receipt_checkpoint(
+    evidence: &VerifiedEvidence,
+    receipt: &AuditReceipt,
+) -> Result<cloister_audit::Checkpoint, ClientError> {
+    let bad = |why: String| ClientError::Protocol(format!("audit receipt invalid: {why}"));
+    let wire = receipt
+        .checkpoint
+        .as_ref()
+        .ok_or_else(|| bad("it carries no signed audit checkpoint".into()))?;
+    let value = serde_json::to_value(wire).map_err(|e| bad(e.to_string()))?;
+    let checkpoint =
+        cloister_audit::Checkpoint::from_value(&value).map_err(|e| bad(e.to_string()))?;
+    checkpoint
+        .verify_with(&[*evidence.signing_key()])
+        .map_err(|e| bad(format!("checkpoint: {e}")))?;
+    if checkpoint.tree_size <= receipt.index {
+        return Err(bad(format!(
+            "the checkpoint covers {} records, not record {}",
+            checkpoint.tree_size, receipt.index
+        )));
+    }
+    Ok(checkpoint)
 }
 
 fn gateway_error(status: u16, body: &[u8]) -> ClientError {

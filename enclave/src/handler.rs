@@ -12,8 +12,8 @@ use cloister_audit::{keyed_digest, AuditRecord, Outcome, PrivacyCharge};
 use cloister_protocol::error::{ApiError, ErrorCode};
 use cloister_protocol::frame::{Frame, FrameKind};
 use cloister_protocol::inner::{
-    AuditReceipt, BudgetReport, BudgetRequest, InferRequest, InferResponse, PrivacyReceipt,
-    BUDGET_PATH,
+    AuditCheckpoint, AuditReceipt, BudgetReport, BudgetRequest, InferRequest, InferResponse,
+    PrivacyReceipt, BUDGET_PATH,
 };
 use cloister_protocol::tensor::WireTensor;
 use cloister_seal::server::OpenedRequest;
@@ -97,6 +97,22 @@ impl Enclave {
     /// Handles one sealed request end to end and returns the frame for the gateway.
     pub fn handle_sealed(&self, sealed: &[u8]) -> Frame {
         let started = Instant::now();
+        // The policy's input-size limit, enforced here too: the gateway's own limit is the
+        // untrusted host's.
+        if sealed.len() as u64 > self.policy.service.max_request_bytes {
+            let err = ApiError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "the sealed request has {} bytes; the policy's max_request_bytes is {}",
+                    sealed.len(),
+                    self.policy.service.max_request_bytes
+                ),
+            );
+            return match self.record(&Context::default(), Err(&err), None, started) {
+                Ok(_) => error_frame(err),
+                Err(internal) => error_frame(internal),
+            };
+        }
         let (opened, sealer) = match self.opener.open(sealed) {
             Ok(x) => x,
             Err(e) => {
@@ -130,7 +146,7 @@ impl Enclave {
                 let outputs_json = serde_json::to_vec(&success.outputs).unwrap_or_default();
                 let output_digest = keyed_digest(&self.digest_key, &outputs_json);
                 match self.record(&ctx, Ok(()), Some(output_digest), started) {
-                    Ok((index, hash)) => {
+                    Ok((index, hash, checkpoint)) => {
                         let message =
                             AuditReceipt::signed_message(&success.request_id, index, &hash);
                         let signature = hex::encode(self.signing.sign(&message).to_bytes());
@@ -143,6 +159,7 @@ impl Enclave {
                                 index,
                                 hash,
                                 signature,
+                                checkpoint,
                             },
                             privacy: success.privacy,
                         };
@@ -184,14 +201,15 @@ impl Enclave {
         }
     }
 
-    /// Appends the audit record and syncs it; returns its index and chain hash.
+    /// Appends the audit record and syncs it; returns its index, chain hash and a signed
+    /// checkpoint of the log that covers it (for the response's receipt).
     fn record(
         &self,
         ctx: &Context,
         outcome: Result<(), &ApiError>,
         output_digest: Option<String>,
         started: Instant,
-    ) -> Result<(u64, String), ApiError> {
+    ) -> Result<(u64, String, Option<AuditCheckpoint>), ApiError> {
         let outcome = match outcome {
             Ok(()) => Outcome::Ok,
             Err(e) if is_client_fault(e.code) => Outcome::Refused {
@@ -215,12 +233,20 @@ impl Enclave {
             latency_us: started.elapsed().as_micros() as u64,
         };
         // Group commit: returns once this record (perhaps batched with others) is synced.
-        match self.audit.commit(record) {
-            Ok((index, hash)) => {
+        match self.audit.commit_signed(record) {
+            Ok(c) => {
                 if let Some(e) = self.audit.maintenance_failure() {
                     tracing::error!(error = %e, "audit checkpoint or rotation failed; will retry");
                 }
-                Ok((index, hex::encode(hash)))
+                let checkpoint = c.head.map(|h| AuditCheckpoint {
+                    log_id: h.log_id,
+                    tree_size: h.tree_size,
+                    root: hex::encode(h.root),
+                    time_unix_ms: h.time_unix_ms,
+                    key: hex::encode(h.key),
+                    signature: hex::encode(h.signature),
+                });
+                Ok((c.index, hex::encode(c.hash), checkpoint))
             }
             Err(e) => {
                 tracing::error!(error = %e, "AUDIT APPEND FAILED: withholding the response");
@@ -389,11 +415,16 @@ impl Enclave {
                 return Ok(Decision::Repeat(body));
             }
         };
-        let outputs = loaded.model.run(inputs).map_err(|e| {
+        // The model runs in a sandboxed engine worker process, never here (crate::worker).
+        let outputs = self.engine.run(&request.model, inputs).map_err(|e| {
             tracing::warn!(model = %request.model, error = %e, "inference failed");
-            ApiError::new(ErrorCode::InferenceFailed, format!("the model failed: {e}"))
+            e.to_api_error()
         })?;
         let (outputs, privacy) = self.privacy.release(entry, outputs, charged.as_ref())?;
+        // Confident-GNMax charges released answers after the check: record the whole cost.
+        if let (Some(p), Some(c)) = (&privacy, ctx.privacy.as_mut()) {
+            c.cost_nano_rho = p.cost_nano_rho;
+        }
         let outputs = outputs
             .iter()
             .map(|(name, t)| Ok((name.clone(), tensor_to_wire(t)?)))

@@ -9,10 +9,15 @@
 //!
 //! INVARIANT: no response leaves the enclave before its audit record is on
 //! disk (see [`handler::Enclave::handle_sealed`]).
+//!
+//! The engine never runs in this process: [`worker`] starts the engine zygote before any key
+//! exists and runs each request's model in a fresh, tightly sandboxed worker process.
 
-// `unsafe` is allowed only in the sandbox's system-call wrappers, each with a SAFETY comment.
+// `unsafe` is allowed only in the sandbox's and the worker's system-call wrappers, each with a
+// SAFETY comment.
 #![deny(unsafe_code)]
 
+mod attack_guard;
 pub mod convert;
 pub mod evidence;
 pub mod handler;
@@ -21,3 +26,4 @@ pub mod replay;
 pub mod sandbox;
 pub mod server;
 pub mod startup;
+pub mod worker;

@@ -5,6 +5,13 @@
 //! output can exist whose debit could be lost. A refused charge costs nothing; a request id that
 //! was charged before is never charged again, and gets the very answer it got the first time
 //! (held in memory), never a fresh sample; after a restart such a request is refused.
+//!
+//! Confident-GNMax pays in two steps, each on disk before what it pays for exists: the check of
+//! every row before the model runs (like every other charged mechanism), and the answers of the
+//! rows that passed the check, under the request id with `/answer` appended, before any label
+//! is released. If that second charge is refused (the budget ran out in between), those rows
+//! abstain too: nothing is released unpaid. Heuristic output noise charges nothing, because it
+//! guarantees nothing; its receipt says `heuristic`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
@@ -13,8 +20,11 @@ use std::sync::Mutex;
 use anyhow::{bail, Context, Result};
 use cloister_engine::{Tensor, TensorData};
 use cloister_policy::{ModelEntry, ModelPrivacy, Policy, Tenant};
+use cloister_privacy::confident::ConfidentGnMax;
+use cloister_privacy::heuristic::{self, HeuristicNoise};
 use cloister_privacy::ledger::{model_account, tenant_account, Charge, FileLedger, Ledger, GLOBAL};
 use cloister_privacy::mechanism::{vote_histogram, NoisyMax};
+use cloister_privacy::regression::EnsembleMean;
 use cloister_privacy::{zcdp_to_approx_dp_epsilon, Rho};
 use cloister_protocol::error::{ApiError, ErrorCode};
 use cloister_protocol::inner::{AccountBudget, BudgetReport, PrivacyReceipt};
@@ -25,10 +35,30 @@ pub type NamedOutputs = Vec<(String, Tensor)>;
 /// How many released answers are kept for retried request ids.
 const RELEASED_CACHE: usize = 4096;
 
+/// A model's release mechanism, built once at start-up from the policy.
+enum Mechanism {
+    GnMax(NoisyMax),
+    Confident(ConfidentGnMax),
+    Mean(EnsembleMean),
+    Heuristic(HeuristicNoise),
+}
+
+impl Mechanism {
+    /// What each row costs before the model runs (`None`: nothing is charged).
+    fn upfront_cost(&self) -> Option<Rho> {
+        match self {
+            Mechanism::GnMax(m) => Some(m.cost()),
+            Mechanism::Confident(m) => Some(m.check_cost()),
+            Mechanism::Mean(m) => Some(m.cost()),
+            Mechanism::Heuristic(_) => None,
+        }
+    }
+}
+
 /// The enclave's privacy state.
 pub struct PrivacyState {
     ledger: Option<Mutex<FileLedger>>,
-    mechanisms: BTreeMap<String, NoisyMax>,
+    mechanisms: BTreeMap<String, Mechanism>,
     released: Mutex<Released>,
     delta: f64,
 }
@@ -43,6 +73,8 @@ struct Released {
 pub struct Charged {
     cost: Rho,
     remaining: BTreeMap<String, Option<Rho>>,
+    request_id: String,
+    accounts: Vec<String>,
 }
 
 impl Charged {
@@ -56,7 +88,11 @@ impl Charged {
 pub fn mechanism_name(model: &ModelEntry) -> Option<&'static str> {
     match model.privacy {
         ModelPrivacy::GnMax { .. } => Some("gnmax"),
+        ModelPrivacy::ConfidentGnMax { .. } => Some("confident-gnmax"),
+        ModelPrivacy::EnsembleRegression { .. } => Some("ensemble-regression"),
         ModelPrivacy::DpTrained { .. } => Some("dp-trained"),
+        // The label is this constant, not a policy field: no policy can remove it.
+        ModelPrivacy::HeuristicOutputNoise { .. } => Some(heuristic::MECHANISM),
         _ => None,
     }
 }
@@ -89,30 +125,57 @@ impl PrivacyState {
             }
         }
         for m in &policy.models {
-            if let ModelPrivacy::GnMax {
-                rho_per_query,
-                budget,
-                ..
-            } = &m.privacy
-            {
-                let started = std::time::Instant::now();
-                let mech = NoisyMax::for_cost(rho_of(*rho_per_query)).with_context(|| {
-                    format!("model \"{}\": build the noisy-max mechanism", m.id)
-                })?;
-                tracing::info!(
-                    model = %m.id,
-                    scale = mech.scale(),
-                    cost = %mech.cost(),
-                    millis = started.elapsed().as_millis() as u64,
-                    "noisy arg-max mechanism ready (OpenDP, zCDP)"
-                );
-                mechanisms.insert(m.id.clone(), mech);
-                if let Some(b) = budget {
-                    caps.insert(model_account(&m.id), rho_of(*b));
-                }
+            let started = std::time::Instant::now();
+            let built = |what: &str| format!("model \"{}\": build the {what} mechanism", m.id);
+            let mech = match &m.privacy {
+                ModelPrivacy::GnMax { rho_per_query, .. } => Mechanism::GnMax(
+                    NoisyMax::for_cost(rho_of(*rho_per_query))
+                        .with_context(|| built("noisy-max"))?,
+                ),
+                ModelPrivacy::ConfidentGnMax {
+                    classes,
+                    threshold,
+                    sigma1,
+                    sigma2,
+                    ..
+                } => Mechanism::Confident(
+                    ConfidentGnMax::new(*classes, threshold.get(), sigma1.get(), sigma2.get())
+                        .with_context(|| built("confident-GNMax"))?,
+                ),
+                ModelPrivacy::EnsembleRegression {
+                    teachers,
+                    lower,
+                    upper,
+                    rho_per_query,
+                    ..
+                } => Mechanism::Mean(
+                    EnsembleMean::for_cost(
+                        lower.get(),
+                        upper.get(),
+                        *teachers,
+                        rho_of(*rho_per_query),
+                    )
+                    .with_context(|| built("ensemble-regression"))?,
+                ),
+                ModelPrivacy::HeuristicOutputNoise { noise_scale, .. } => Mechanism::Heuristic(
+                    HeuristicNoise::new(noise_scale.get())
+                        .with_context(|| built("heuristic output-noise"))?,
+                ),
+                _ => continue,
+            };
+            tracing::info!(
+                model = %m.id,
+                mechanism = mechanism_name(m).unwrap_or_default(),
+                cost_per_row = %mech.upfront_cost().unwrap_or(Rho::ZERO),
+                millis = started.elapsed().as_millis() as u64,
+                "release mechanism ready (OpenDP, zCDP)"
+            );
+            if let Some(b) = m.privacy.budget() {
+                caps.insert(model_account(&m.id), rho_of(b));
             }
+            mechanisms.insert(m.id.clone(), mech);
         }
-        let ledger = if mechanisms.is_empty() {
+        let ledger = if !mechanisms.values().any(|m| m.upfront_cost().is_some()) {
             None
         } else {
             let Some(dir) = ledger_dir else {
@@ -144,12 +207,17 @@ impl PrivacyState {
         model: &ModelEntry,
         rows: usize,
     ) -> Result<ChargeDecision, ApiError> {
-        let (Some(mech), Some(ledger)) = (self.mechanisms.get(&model.id), &self.ledger) else {
+        let (Some(per_row), Some(ledger)) = (
+            self.mechanisms
+                .get(&model.id)
+                .and_then(Mechanism::upfront_cost),
+            &self.ledger,
+        ) else {
             return Ok(ChargeDecision::Free);
         };
         let cost = u64::try_from(rows)
             .ok()
-            .and_then(|n| mech.cost().as_nano().checked_mul(n))
+            .and_then(|n| per_row.as_nano().checked_mul(n))
             .map(Rho::from_nano)
             .ok_or_else(|| ApiError::new(ErrorCode::InvalidInput, "too many rows to account"))?;
         let accounts = vec![
@@ -166,9 +234,12 @@ impl PrivacyState {
             )
         })?;
         match outcome {
-            Charge::Charged { remaining } => {
-                Ok(ChargeDecision::Charged(Charged { cost, remaining }))
-            }
+            Charge::Charged { remaining } => Ok(ChargeDecision::Charged(Charged {
+                cost,
+                remaining,
+                request_id: request_id.to_string(),
+                accounts,
+            })),
             Charge::Refused {
                 account,
                 cost,
@@ -176,7 +247,7 @@ impl PrivacyState {
             } => Err(ApiError::new(
                 ErrorCode::BudgetExhausted,
                 format!(
-                    "privacy budget exhausted: this request costs {cost} ρ ({rows} label(s)) but \
+                    "privacy budget exhausted: this request costs {cost} ρ ({rows} row(s)) but \
                      account {account} has {remaining} ρ left; nothing was charged"
                 ),
             )),
@@ -217,34 +288,24 @@ impl PrivacyState {
         outputs: NamedOutputs,
         charged: Option<&Charged>,
     ) -> Result<(NamedOutputs, Option<PrivacyReceipt>), ApiError> {
-        match &model.privacy {
-            ModelPrivacy::GnMax {
-                votes_output,
-                classes,
-                ..
-            } => {
-                let internal = |m: String| ApiError::new(ErrorCode::InferenceFailed, m);
-                let mech = self
-                    .mechanisms
-                    .get(&model.id)
-                    .ok_or_else(|| internal("no mechanism for this model".into()))?;
-                let charged = charged.ok_or_else(|| internal("release without a charge".into()))?;
-                let votes = outputs
-                    .iter()
-                    .find(|(n, _)| n == votes_output)
-                    .map(|(_, t)| t)
-                    .ok_or_else(|| {
-                        internal(format!("the model has no output \"{votes_output}\""))
-                    })?;
-                let (rows, teachers) = match votes.shape() {
-                    [n, k] => (*n, *k),
-                    other => {
-                        return Err(internal(format!("votes have shape {other:?}, not [N, K]")))
-                    }
-                };
-                let TensorData::I64(v) = votes.data() else {
-                    return Err(internal("votes are not int64".into()));
-                };
+        let internal = |m: String| ApiError::new(ErrorCode::InferenceFailed, m);
+        let mechanism = || {
+            self.mechanisms
+                .get(&model.id)
+                .ok_or_else(|| internal("no mechanism for this model".into()))
+        };
+        let paid = || charged.ok_or_else(|| internal("release without a charge".into()));
+        match (&model.privacy, mechanism()) {
+            (
+                ModelPrivacy::GnMax {
+                    votes_output,
+                    classes,
+                    ..
+                },
+                Ok(Mechanism::GnMax(mech)),
+            ) => {
+                let charged = paid()?;
+                let (rows, teachers, v) = votes(&outputs, votes_output)?;
                 let mut labels = Vec::with_capacity(rows);
                 for r in 0..rows {
                     let hist = vote_histogram(&v[r * teachers..(r + 1) * teachers], *classes)
@@ -254,28 +315,185 @@ impl PrivacyState {
                 }
                 let label =
                     Tensor::from_i64(vec![rows], labels).map_err(|e| internal(e.to_string()))?;
-                let cost = charged.cost;
-                let receipt = PrivacyReceipt {
-                    mechanism: "gnmax".into(),
-                    guarantee: format!(
-                        "PATE noisy arg-max (OpenDP make_noisy_max, zero-concentrated DP) over {teachers} \
-                         teachers trained on disjoint partitions: each released label is \
-                         {}-zCDP with respect to any one training record; this response cost {cost} ρ",
-                        mech.cost()
-                    ),
-                    cost_rho: cost.to_f64(),
-                    cost_nano_rho: cost.as_nano(),
-                    cost_epsilon: zcdp_to_approx_dp_epsilon(cost.to_f64(), self.delta),
-                    delta: self.delta,
-                    remaining_rho: charged
-                        .remaining
-                        .iter()
-                        .map(|(a, r)| (a.clone(), r.map(Rho::to_f64)))
-                        .collect(),
-                };
+                let guarantee = format!(
+                    "PATE noisy arg-max (OpenDP make_noisy_max, zero-concentrated DP) over \
+                     {teachers} teachers trained on disjoint partitions: each released label is \
+                     {}-zCDP with respect to any one training record; this response cost {} ρ",
+                    mech.cost(),
+                    charged.cost
+                );
+                let receipt = self.receipt("gnmax", guarantee, charged.cost, &charged.remaining);
                 Ok((vec![("label".to_string(), label)], Some(receipt)))
             }
-            ModelPrivacy::DpTrained { epsilon, delta } => Ok((
+            (
+                ModelPrivacy::ConfidentGnMax {
+                    votes_output,
+                    classes,
+                    ..
+                },
+                Ok(Mechanism::Confident(mech)),
+            ) => {
+                let charged = paid()?;
+                let (rows, teachers, v) = votes(&outputs, votes_output)?;
+                let mut hists = Vec::with_capacity(rows);
+                let mut passed = Vec::new();
+                for r in 0..rows {
+                    let hist = vote_histogram(&v[r * teachers..(r + 1) * teachers], *classes)
+                        .map_err(|e| internal(e.to_string()))?;
+                    // Paid for before the model ran (the charge this release holds).
+                    if mech.check(&hist).map_err(|e| internal(e.to_string()))? {
+                        passed.push(r);
+                    }
+                    hists.push(hist);
+                }
+                // The answers of the rows that passed are charged, durably, before they exist.
+                let mut cost = charged.cost;
+                let mut remaining = charged.remaining.clone();
+                let mut answered = Vec::new();
+                let mut short = None;
+                if !passed.is_empty() {
+                    let answer_cost = u64::try_from(passed.len())
+                        .ok()
+                        .and_then(|n| mech.answer_cost().as_nano().checked_mul(n))
+                        .map(Rho::from_nano)
+                        .ok_or_else(|| internal("too many rows to account".into()))?;
+                    let ledger = self
+                        .ledger
+                        .as_ref()
+                        .ok_or_else(|| internal("no ledger".into()))?;
+                    let outcome = ledger
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .charge(
+                            &format!("{}/answer", charged.request_id),
+                            &charged.accounts,
+                            answer_cost,
+                        )
+                        .map_err(|e| {
+                            tracing::error!(error = %e, "PRIVACY LEDGER FAILED: nothing released");
+                            ApiError::new(
+                                ErrorCode::Internal,
+                                "the privacy ledger could not be written; nothing was released",
+                            )
+                        })?;
+                    match outcome {
+                        Charge::Charged { remaining: after } => {
+                            cost = cost.checked_add(answer_cost).unwrap_or(Rho::MAX);
+                            remaining = after;
+                            answered = passed;
+                        }
+                        Charge::Refused { account, .. } => short = Some(account),
+                        // Cannot happen (the check's charge was fresh); release nothing more.
+                        Charge::Duplicate { .. } => short = Some("(duplicate)".into()),
+                    }
+                }
+                let mut labels = vec![-1i64; rows];
+                let mut abstained = Vec::new();
+                for (r, hist) in hists.iter().enumerate() {
+                    if answered.binary_search(&r).is_ok() {
+                        labels[r] = mech.answer(hist).map_err(|e| internal(e.to_string()))? as i64;
+                    } else {
+                        abstained.push(r as u64);
+                    }
+                }
+                let label =
+                    Tensor::from_i64(vec![rows], labels).map_err(|e| internal(e.to_string()))?;
+                let mut guarantee = format!(
+                    "confident-GNMax (Papernot et al. 2018; OpenDP make_gaussian, zero-concentrated \
+                     DP) over {teachers} teachers trained on disjoint partitions: each row's \
+                     noisy agreement check (threshold {}, sigma1 {}) is {}-zCDP and is always \
+                     charged; each released label (Gaussian noisy arg-max, sigma2 {}) adds {} ρ; \
+                     a row whose check fails abstains (label -1: the teachers did not agree) and \
+                     costs only the check; this response cost {cost} ρ with respect to any one \
+                     training record",
+                    mech.threshold(),
+                    mech.sigma1(),
+                    mech.check_cost(),
+                    mech.sigma2(),
+                    mech.answer_cost(),
+                );
+                if let Some(account) = short {
+                    guarantee.push_str(&format!(
+                        "; account {account} could not pay for the answers, so the rows that \
+                         passed the check abstained as well"
+                    ));
+                }
+                let mut receipt = self.receipt("confident-gnmax", guarantee, cost, &remaining);
+                receipt.abstained_rows = abstained;
+                Ok((vec![("label".to_string(), label)], Some(receipt)))
+            }
+            (
+                ModelPrivacy::EnsembleRegression {
+                    predictions_output, ..
+                },
+                Ok(Mechanism::Mean(mech)),
+            ) => {
+                let charged = paid()?;
+                let (rows, k, p) = floats(&outputs, predictions_output)?;
+                if k != mech.teachers() {
+                    return Err(internal(format!(
+                        "the model has {k} teachers but the policy's sensitivity assumes {}",
+                        mech.teachers()
+                    )));
+                }
+                let mut released = Vec::with_capacity(rows);
+                for r in 0..rows {
+                    released.push(
+                        mech.release(&p[r * k..(r + 1) * k])
+                            .map_err(|e| internal(e.to_string()))?,
+                    );
+                }
+                let prediction =
+                    Tensor::from_f64(vec![rows], released).map_err(|e| internal(e.to_string()))?;
+                let (lower, upper) = mech.range();
+                let guarantee = format!(
+                    "ensemble regression (OpenDP make_gaussian, zero-concentrated DP): each of \
+                     {k} teachers trained on disjoint partitions is clamped to [{lower}, {upper}], \
+                     the mean gets Gaussian noise (sigma {:.4}) for a sensitivity of {}: each \
+                     released value is {}-zCDP with respect to any one training record; this \
+                     response cost {} ρ",
+                    mech.scale(),
+                    (upper - lower) / k as f64,
+                    mech.cost(),
+                    charged.cost
+                );
+                let receipt = self.receipt(
+                    "ensemble-regression",
+                    guarantee,
+                    charged.cost,
+                    &charged.remaining,
+                );
+                Ok((vec![("prediction".to_string(), prediction)], Some(receipt)))
+            }
+            (ModelPrivacy::HeuristicOutputNoise { output, .. }, Ok(Mechanism::Heuristic(h))) => {
+                let t = outputs
+                    .iter()
+                    .find(|(n, _)| n == output)
+                    .map(|(_, t)| t)
+                    .ok_or_else(|| internal(format!("the model has no output \"{output}\"")))?;
+                let shape = t.shape().to_vec();
+                let noisy = match t.data() {
+                    TensorData::F32(v) => {
+                        let xs: Vec<f64> = v.iter().map(|&x| f64::from(x)).collect();
+                        let n = h.apply(&xs).map_err(|e| internal(e.to_string()))?;
+                        Tensor::from_f32(shape, n.into_iter().map(|x| x as f32).collect())
+                    }
+                    TensorData::F64(v) => {
+                        Tensor::from_f64(shape, h.apply(v).map_err(|e| internal(e.to_string()))?)
+                    }
+                    _ => return Err(internal(format!("output \"{output}\" is not float"))),
+                }
+                .map_err(|e| internal(e.to_string()))?;
+                let mut receipt = self.receipt(
+                    heuristic::MECHANISM,
+                    heuristic::GUARANTEE.to_string(),
+                    Rho::ZERO,
+                    &BTreeMap::new(),
+                );
+                receipt.label = Some(heuristic::LABEL.to_string());
+                Ok((vec![(output.clone(), noisy)], Some(receipt)))
+            }
+            (ModelPrivacy::DpTrained { epsilon, delta }, _) => Ok((
                 outputs,
                 Some(PrivacyReceipt {
                     mechanism: "dp-trained".into(),
@@ -290,9 +508,41 @@ impl PrivacyState {
                     cost_epsilon: 0.0,
                     delta: delta.get(),
                     remaining_rho: BTreeMap::new(),
+                    label: None,
+                    abstained_rows: Vec::new(),
                 }),
             )),
-            _ => Ok((outputs, None)),
+            (ModelPrivacy::None, _) => Ok((outputs, None)),
+            _ => Err(internal(
+                "the model's mechanism does not match the policy".into(),
+            )),
+        }
+    }
+
+    fn receipt(
+        &self,
+        mechanism: &str,
+        guarantee: String,
+        cost: Rho,
+        remaining: &BTreeMap<String, Option<Rho>>,
+    ) -> PrivacyReceipt {
+        PrivacyReceipt {
+            mechanism: mechanism.into(),
+            guarantee,
+            cost_rho: cost.to_f64(),
+            cost_nano_rho: cost.as_nano(),
+            cost_epsilon: if cost == Rho::ZERO {
+                0.0
+            } else {
+                zcdp_to_approx_dp_epsilon(cost.to_f64(), self.delta)
+            },
+            delta: self.delta,
+            remaining_rho: remaining
+                .iter()
+                .map(|(a, r)| (a.clone(), r.map(Rho::to_f64)))
+                .collect(),
+            label: None,
+            abstained_rows: Vec::new(),
         }
     }
 
@@ -300,7 +550,11 @@ impl PrivacyState {
     pub fn budget_report(&self, tenant: &Tenant) -> BudgetReport {
         let mut accounts = vec![tenant_account(&tenant.id)];
         for m in &tenant.models {
-            if self.mechanisms.contains_key(m) {
+            if self
+                .mechanisms
+                .get(m)
+                .is_some_and(|x| x.upfront_cost().is_some())
+            {
                 accounts.push(model_account(m));
             }
         }
@@ -338,4 +592,46 @@ impl PrivacyState {
                 .into(),
         }
     }
+}
+
+/// The `[N, K]` int64 votes output.
+fn votes<'a>(outputs: &'a NamedOutputs, name: &str) -> Result<(usize, usize, &'a [i64]), ApiError> {
+    let internal = |m: String| ApiError::new(ErrorCode::InferenceFailed, m);
+    let t = outputs
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, t)| t)
+        .ok_or_else(|| internal(format!("the model has no output \"{name}\"")))?;
+    let [rows, k] = *t.shape() else {
+        return Err(internal(format!(
+            "votes have shape {:?}, not [N, K]",
+            t.shape()
+        )));
+    };
+    let TensorData::I64(v) = t.data() else {
+        return Err(internal("votes are not int64".into()));
+    };
+    Ok((rows, k, v))
+}
+
+/// The `[N, K]` float predictions output, as f64.
+fn floats(outputs: &NamedOutputs, name: &str) -> Result<(usize, usize, Vec<f64>), ApiError> {
+    let internal = |m: String| ApiError::new(ErrorCode::InferenceFailed, m);
+    let t = outputs
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, t)| t)
+        .ok_or_else(|| internal(format!("the model has no output \"{name}\"")))?;
+    let [rows, k] = *t.shape() else {
+        return Err(internal(format!(
+            "predictions have shape {:?}, not [N, K]",
+            t.shape()
+        )));
+    };
+    let v = match t.data() {
+        TensorData::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        TensorData::F64(v) => v.clone(),
+        _ => return Err(internal("predictions are not float".into())),
+    };
+    Ok((rows, k, v))
 }

@@ -1,10 +1,11 @@
 //! Enclave start-up: everything that needs files or randomness happens here,
 //! once, before the first request is read.
 //!
-//! Order: read the policy; load each model and check its SHA-256 against the
-//! policy; create the HPKE key configuration and the Ed25519 signing key; set
-//! up the attestation provider; open the audit log. Then the caller binds the
-//! gateway socket and calls [`Enclave::lock_down`] before it serves (see `main.rs`).
+//! Order: (the caller has started the engine zygote, before any key exists: see
+//! [`crate::worker`]) read the policy; load each model, check its SHA-256 against the
+//! policy and hand it to the zygote; create the HPKE key configuration and the Ed25519
+//! signing key; set up the attestation provider; open the audit log. Then the caller binds
+//! the gateway socket and calls [`Enclave::lock_down`] before it serves (see `main.rs`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,8 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::replay::ReplayGuard;
-use crate::sandbox::{self, SandboxError, SandboxPlan, SandboxStatus};
+use crate::sandbox::{self, SandboxMode, SandboxPlan, SandboxStatus};
+use crate::worker::EnginePool;
 
 /// Where the enclave finds what it needs.
 #[derive(Debug, Clone)]
@@ -39,7 +41,9 @@ pub struct StartOptions {
     pub snp_cert_cache: Option<PathBuf>,
 }
 
-/// A model ready to serve.
+/// A model ready to serve. The broker keeps the parsed graph only for its signature (input
+/// names, dtypes and shapes, checked before a request reaches a worker); the engine worker runs
+/// its own copy.
 pub struct LoadedModel {
     /// The engine's compiled model.
     pub model: Model,
@@ -66,11 +70,14 @@ pub struct Enclave {
     pub(crate) sandbox: SandboxStatus,
     /// Differential-privacy mechanisms and the budget ledger.
     pub(crate) privacy: crate::privacy::PrivacyState,
+    /// The engine zygote and its workers: every model runs there, never in this process.
+    pub(crate) engine: EnginePool,
 }
 
 impl Enclave {
-    /// Runs the start-up sequence.
-    pub fn start(opts: &StartOptions) -> Result<Enclave> {
+    /// Runs the start-up sequence. `engine` is the zygote [`EnginePool::spawn`] started before
+    /// this (and so before any key exists); each model is handed to it here.
+    pub fn start(opts: &StartOptions, mut engine: EnginePool) -> Result<Enclave> {
         let policy = Policy::load(&opts.policy).map_err(|e| anyhow::anyhow!("{e}"))?;
         tracing::info!(
             policy = %opts.policy.display(),
@@ -81,7 +88,7 @@ impl Enclave {
         for entry in &policy.models {
             let path = entry.resolved_path(&policy.base_dir);
             let started = std::time::Instant::now();
-            let loaded = load_model(&path, &entry.sha256)
+            let loaded = load_model(&path, &entry.sha256, &entry.id, &mut engine)
                 .with_context(|| format!("model \"{}\" ({})", entry.id, path.display()))?;
             tracing::info!(
                 model = %entry.id,
@@ -104,7 +111,20 @@ impl Enclave {
             cloister_audit::CheckpointPolicy::default(),
             signing.clone(),
         )
-        .map(|log| log.with_max_segment_bytes(64 << 20))
+        // Rotation and retention from the policy's `[audit]` section (docs/audit.md).
+        .map(|log| {
+            let a = &policy.audit;
+            log.with_rotation(cloister_audit::Rotation {
+                segment_max_bytes: Some(a.segment_max_bytes),
+                segment_max_age: a.segment_max_age_secs.map(std::time::Duration::from_secs),
+                retain_segments: a
+                    .retain_segments
+                    .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+                retain_age: a
+                    .retain_days
+                    .map(|d| std::time::Duration::from_secs(d.saturating_mul(86_400))),
+            })
+        })
         .with_context(|| format!("open audit log in {}", opts.audit_dir.display()))?;
         if let cloister_audit::Recovery::TruncatedTornTail(_) = audit.recovery() {
             tracing::warn!("{}", audit.recovery());
@@ -127,6 +147,7 @@ impl Enclave {
             sandbox_status: "none".to_string(),
             sandbox,
             privacy,
+            engine,
         })
     }
 
@@ -151,14 +172,30 @@ impl Enclave {
             read_only,
             read_write,
             max_open_files: sandbox::DEFAULT_MAX_OPEN_FILES,
+            address_space_mb: self.policy.sandbox.enclave_memory_mb,
         }
     }
 
-    /// Confines this process ([`sandbox::lock_down`]) and records which barriers are in force,
-    /// also as the sandbox status bound into later evidence ([`SandboxStatus::describe`]).
-    /// Call once, single-threaded, after start-up and before the first request is read.
-    pub fn lock_down(&mut self, plan: &SandboxPlan) -> Result<&SandboxStatus, SandboxError> {
-        self.sandbox = sandbox::lock_down(plan)?;
+    /// Locks the engine zygote down (its workers' barriers, address-space cap, deadline and
+    /// concurrency from the policy), then confines this process ([`sandbox::lock_down`]), and
+    /// records which barriers are in force in both, also as the sandbox status bound into later
+    /// evidence ([`SandboxStatus::describe`]). Call once, single-threaded, after start-up and
+    /// before the first request is read. In `enforce` mode a missing barrier of either process
+    /// is an error naming it.
+    pub fn lock_down(&mut self, plan: &SandboxPlan) -> Result<&SandboxStatus> {
+        let limits = &self.policy.sandbox;
+        let worker = self
+            .engine
+            .lock_down(
+                limits.mode == SandboxMode::BestEffort,
+                limits.worker_memory_mb,
+                self.policy.service.request_timeout(),
+                usize::try_from(limits.max_concurrent_requests).unwrap_or(usize::MAX),
+            )
+            .context("lock down the engine worker")?;
+        let mut status = sandbox::lock_down(plan)?;
+        status.worker = Some(worker);
+        self.sandbox = status;
         self.sandbox_status = self.sandbox.describe();
         Ok(&self.sandbox)
     }
@@ -191,7 +228,12 @@ impl Enclave {
     }
 }
 
-fn load_model(path: &Path, pinned: &[u8; 32]) -> Result<LoadedModel> {
+fn load_model(
+    path: &Path,
+    pinned: &[u8; 32],
+    id: &str,
+    engine: &mut EnginePool,
+) -> Result<LoadedModel> {
     let bytes = std::fs::read(path).context("read model file")?;
     let actual: [u8; 32] = Sha256::digest(&bytes).into();
     if &actual != pinned {
@@ -203,6 +245,10 @@ fn load_model(path: &Path, pinned: &[u8; 32]) -> Result<LoadedModel> {
         );
     }
     let model = Model::from_bytes(&bytes).context("parse ONNX model")?;
+    let outputs = model.outputs().iter().map(|o| o.name.clone()).collect();
+    engine
+        .load(id, &bytes, outputs)
+        .context("hand the model to the engine worker")?;
     Ok(LoadedModel {
         model,
         sha256: actual,

@@ -316,6 +316,7 @@ fn plan(dir: &Path, mode: SandboxMode) -> SandboxPlan {
         read_only: vec![dir.join("policy.toml"), dir.join("models/model.onnx")],
         read_write: vec![dir.join("audit"), dir.join("run")],
         max_open_files: sandbox::DEFAULT_MAX_OPEN_FILES,
+        address_space_mb: None,
     }
 }
 

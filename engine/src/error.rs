@@ -174,6 +174,17 @@ pub enum EngineError {
         op: String,
     },
 
+    /// Wraps an error found in a particular named tensor of the model (an initializer, a
+    /// tensor attribute or a test-data file), so the message says which one.
+    #[error("tensor {tensor:?}: {source}")]
+    Tensor {
+        /// The tensor's name (empty when the file gives none).
+        tensor: String,
+        /// The underlying error.
+        #[source]
+        source: Box<EngineError>,
+    },
+
     /// Wraps an error raised while inferring or evaluating a particular node.
     #[error("node {node:?} ({op_type}): {source}")]
     Node {
@@ -199,10 +210,11 @@ impl EngineError {
         }
     }
 
-    /// The innermost error, looking through [`EngineError::Node`] wrappers.
+    /// The innermost error, looking through [`EngineError::Node`] and
+    /// [`EngineError::Tensor`] wrappers.
     pub fn root(&self) -> &EngineError {
         match self {
-            EngineError::Node { source, .. } => source.root(),
+            EngineError::Node { source, .. } | EngineError::Tensor { source, .. } => source.root(),
             other => other,
         }
     }

@@ -8,11 +8,39 @@ use crate::error::{EngineError, Result};
 use crate::graph::{Graph, ValueId, ValueSource};
 use crate::tensor::Tensor;
 
+/// What a profiled run measured: each value's size and the peak of live intermediates.
+#[derive(Debug, Default)]
+pub(crate) struct Profile {
+    /// Bytes of each value produced by a node (0 for the others).
+    pub sizes: Vec<usize>,
+    /// Bytes of the caller's inputs.
+    pub input_bytes: usize,
+    /// Largest sum of node-produced values held at once.
+    pub peak_live: usize,
+    live: usize,
+}
+
+/// Bytes a tensor's elements occupy.
+pub(crate) fn tensor_bytes(t: &Tensor) -> usize {
+    t.len() * t.dtype().size_of().max(1)
+}
+
 /// Evaluates `graph` given tensors for its inputs (already validated against the declared
-/// inputs); returns the graph outputs in declaration order.
-pub(crate) fn execute(graph: &Graph, feeds: Vec<(ValueId, Tensor)>) -> Result<Vec<Tensor>> {
+/// inputs); returns the graph outputs in declaration order. With `profile`, also records the
+/// size of every value and the peak of live intermediates.
+pub(crate) fn execute(
+    graph: &Graph,
+    feeds: Vec<(ValueId, Tensor)>,
+    mut profile: Option<&mut Profile>,
+) -> Result<Vec<Tensor>> {
     let mut env: Vec<Option<Tensor>> = (0..graph.values.len()).map(|_| None).collect();
+    if let Some(p) = profile.as_deref_mut() {
+        p.sizes = vec![0; graph.values.len()];
+    }
     for (id, t) in feeds {
+        if let Some(p) = profile.as_deref_mut() {
+            p.input_bytes += tensor_bytes(&t);
+        }
         env[id] = Some(t);
     }
     for (i, node) in graph.nodes.iter().enumerate() {
@@ -39,11 +67,21 @@ pub(crate) fn execute(graph: &Graph, feeds: Vec<(ValueId, Tensor)>) -> Result<Ve
         for (slot, t) in node.outputs.iter().zip(results) {
             if let Some(id) = *slot {
                 check_fact(graph, id, &t).map_err(wrap)?;
+                if let Some(p) = profile.as_deref_mut() {
+                    p.sizes[id] = tensor_bytes(&t);
+                    p.live += p.sizes[id];
+                    p.peak_live = p.peak_live.max(p.live);
+                }
                 env[id] = Some(t);
             }
         }
         for &id in node.inputs.iter().chain(node.outputs.iter().flatten()) {
             if graph.free_after[id] == Some(i) {
+                if let (Some(p), ValueSource::Node(_)) =
+                    (profile.as_deref_mut(), &graph.values[id].source)
+                {
+                    p.live -= p.sizes[id];
+                }
                 env[id] = None;
             }
         }
@@ -61,7 +99,11 @@ pub(crate) fn execute(graph: &Graph, feeds: Vec<(ValueId, Tensor)>) -> Result<Ve
     Ok(out)
 }
 
-fn lookup<'a>(graph: &'a Graph, env: &'a [Option<Tensor>], id: ValueId) -> Result<&'a Tensor> {
+pub(crate) fn lookup<'a>(
+    graph: &'a Graph,
+    env: &'a [Option<Tensor>],
+    id: ValueId,
+) -> Result<&'a Tensor> {
     match &graph.values[id].source {
         ValueSource::Initializer(t) => Ok(t),
         _ => env[id].as_ref().ok_or_else(|| missing(graph, id)),
@@ -76,7 +118,7 @@ fn missing(graph: &Graph, id: ValueId) -> EngineError {
 }
 
 /// INVARIANT: evaluation agrees with inference — same dtype, rank and every fixed dim.
-fn check_fact(graph: &Graph, id: ValueId, t: &Tensor) -> Result<()> {
+pub(crate) fn check_fact(graph: &Graph, id: ValueId, t: &Tensor) -> Result<()> {
     let fact = &graph.values[id].fact;
     let ok = fact.dtype == t.dtype()
         && fact.rank() == t.rank()

@@ -9,6 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use crate::attributes::Attributes;
 use crate::error::{EngineError, Result};
 use crate::onnx::proto::GraphProto;
 use crate::onnx::{
@@ -48,8 +49,15 @@ pub struct Value {
 pub struct Node {
     /// The node's name (or `#index` when unnamed).
     pub name: String,
-    /// The ONNX `op_type`.
+    /// The ONNX `op_type` (for a node made by a fusion pass, a description such as
+    /// `Conv+Relu`).
     pub op_type: String,
+    /// The operator domain, normalised (`""` for `ai.onnx`).
+    pub domain: String,
+    /// The opset version imported for the domain.
+    pub opset: i64,
+    /// The node's attributes, as parsed at load (passes read them, e.g. an epsilon).
+    pub attributes: Attributes,
     /// The constructed operator.
     pub op: Box<dyn Operator>,
     /// Input values, in order.
@@ -247,6 +255,9 @@ impl Graph {
             nodes.push(Node {
                 name: p.name.clone(),
                 op_type: p.op_type.clone(),
+                domain: p.domain.clone(),
+                opset,
+                attributes,
                 op,
                 inputs: input_ids,
                 outputs: out_ids,
@@ -297,9 +308,55 @@ impl Graph {
             free_after,
         })
     }
+
+    /// The value ids that some node or a graph output reads, counted (a graph output counts
+    /// once per listing).
+    pub fn use_counts(&self) -> Vec<usize> {
+        let mut uses = vec![0usize; self.values.len()];
+        for n in &self.nodes {
+            for &v in &n.inputs {
+                uses[v] += 1;
+            }
+        }
+        for (v, _) in &self.outputs {
+            uses[*v] += 1;
+        }
+        uses
+    }
+
+    /// Whether `id` is a graph output.
+    pub fn is_output(&self, id: ValueId) -> bool {
+        self.outputs.iter().any(|(o, _)| *o == id)
+    }
+
+    /// The constant behind a value, if it is an initializer.
+    pub fn constant(&self, id: ValueId) -> Option<&Arc<Tensor>> {
+        match &self.values[id].source {
+            ValueSource::Initializer(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Replaces the node list after a pass (still in topological order), re-pointing every
+    /// produced value at its producer's new index and recomputing liveness. Values no node
+    /// produces any more (and that are not inputs or initializers) are left unreferenced.
+    pub fn set_nodes(&mut self, nodes: Vec<Node>) {
+        for v in &mut self.values {
+            if matches!(v.source, ValueSource::Node(_)) {
+                v.source = ValueSource::Node(usize::MAX);
+            }
+        }
+        for (i, n) in nodes.iter().enumerate() {
+            for &o in n.outputs.iter().flatten() {
+                self.values[o].source = ValueSource::Node(i);
+            }
+        }
+        self.nodes = nodes;
+        self.free_after = liveness(&self.values, &self.nodes, &self.outputs);
+    }
 }
 
-/// Largest input (in elements) that load-time constant folding evaluates.
+/// Largest input, and largest output, (in elements) that load-time constant folding evaluates.
 const FOLD_LIMIT: usize = 1 << 16;
 
 /// Load-time constant propagation for inference: when every input of a node is a known
@@ -312,6 +369,17 @@ fn fold_constants(op: &dyn Operator, ins: &[TypeShape], outs: &mut [TypeShape]) 
             .iter()
             .any(|f| f.value.as_ref().is_none_or(|v| v.len() > FOLD_LIMIT))
     {
+        return Ok(());
+    }
+    // Only outputs whose inferred size is known and small: a model must not make the loader
+    // allocate (`ConstantOfShape` of a huge constant shape, `Range` to 2^31) before any request.
+    let small = |f: &TypeShape| {
+        f.shape
+            .iter()
+            .try_fold(1usize, |n, d| d.fixed().and_then(|d| n.checked_mul(d)))
+            .is_some_and(|n| n <= FOLD_LIMIT)
+    };
+    if !outs.iter().all(small) {
         return Ok(());
     }
     let tensors: Vec<&Tensor> = ins.iter().filter_map(|f| f.value.as_deref()).collect();
@@ -395,7 +463,22 @@ fn topo_order(
         }
     }
     if order.len() != pending.len() {
-        return Err(EngineError::InvalidModel("graph has a cycle".into()));
+        // Every node left with a positive in-degree waits on the cycle (or on a node behind
+        // it); name a few so the model's author can find it.
+        let stuck: Vec<&str> = (0..pending.len())
+            .filter(|&i| indegree[i] > 0)
+            .map(|i| pending[i].name.as_str())
+            .collect();
+        let shown = stuck
+            .iter()
+            .take(8)
+            .map(|n| format!("{n:?}"))
+            .collect::<Vec<_>>();
+        return Err(EngineError::InvalidModel(format!(
+            "graph has a cycle through nodes {}{}",
+            shown.join(", "),
+            if stuck.len() > 8 { ", ..." } else { "" }
+        )));
     }
     Ok(order)
 }

@@ -8,8 +8,13 @@
 //! - [`graph`] builds a validated, topologically ordered IR, constructing each node's
 //!   [`Operator`] through an [`OpRegistry`] keyed by `(domain, op_type)` and running shape/type
 //!   inference;
+//! - [`passes`] rewrite the IR at load (constant folding, Conv+BatchNormalization folding,
+//!   MatMul+Add → Gemm, Conv+Relu fusion, dead-code elimination);
+//! - [`planner`] places intermediates in a temporary arena by liveness and reports memory
+//!   ([`Model::run_with_memory`]);
 //! - [`executor`](crate::Model::run) evaluates nodes in order and frees intermediates after
-//!   their last use;
+//!   their last use; [`scheduler`] runs independent nodes in parallel when a model is loaded
+//!   with more than one thread ([`LoadOptions`]);
 //! - [`ops`] holds the reference kernels;
 //! - [`conformance`] runs the ONNX backend node tests against all of the above.
 //!
@@ -30,6 +35,9 @@ pub mod lowp;
 mod model;
 pub mod onnx;
 pub mod ops;
+pub mod passes;
+pub mod planner;
+pub mod scheduler;
 pub mod shape;
 pub mod tensor;
 pub mod types;
@@ -37,7 +45,7 @@ pub mod types;
 pub use attributes::{AttrValue, Attributes};
 pub use dtype::DType;
 pub use error::EngineError;
-pub use model::Model;
+pub use model::{LoadOptions, Model};
 pub use ops::{NodeContext, OpRegistry, Operator};
 pub use tensor::{Element, Tensor, TensorData};
 pub use types::{Dim, TypeShape, ValueInfo};

@@ -9,18 +9,45 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::error::{EngineError, Result};
-use crate::executor::execute;
+use crate::executor::{execute, Profile};
 use crate::graph::Graph;
+use crate::graph::ValueSource;
 use crate::onnx::decode_model;
 use crate::ops::{normalize_domain, OpRegistry};
+use crate::planner::{plan, MemoryReport};
 use crate::tensor::Tensor;
 use crate::types::{format_dims, Dim, ValueInfo};
+
+/// How [`Model`] loads a graph.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Run the standard optimisation passes ([`passes::standard`](crate::passes::standard)) after
+    /// validation. On by default; off to run the graph exactly as written (e.g. to compare).
+    pub optimize: bool,
+    /// Threads that run independent branches of the graph at once ([`crate::scheduler`]).
+    /// 1 (the default) runs the sequential executor on the caller's thread and starts no
+    /// threads.
+    pub threads: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            optimize: true,
+            threads: 1,
+        }
+    }
+}
 
 /// A loaded ONNX model. Immutable after loading; `Send + Sync`, so one instance can serve many
 /// concurrent requests through an `Arc`.
 #[derive(Debug)]
 pub struct Model {
     graph: Graph,
+    /// What each optimisation pass rewrote at load, in order.
+    pass_report: Vec<(&'static str, usize)>,
+    /// The scheduler's pool, when loaded with more than one thread.
+    pool: Option<rayon::ThreadPool>,
     inputs: Vec<ValueInfo>,
     outputs: Vec<ValueInfo>,
     opsets: HashMap<String, i64>,
@@ -35,6 +62,15 @@ impl Model {
 
     /// Like [`Model::from_bytes`], with a caller-supplied registry (e.g. with custom operators).
     pub fn from_bytes_with_registry(bytes: &[u8], registry: &OpRegistry) -> Result<Model> {
+        Model::from_bytes_with(bytes, registry, &LoadOptions::default())
+    }
+
+    /// Like [`Model::from_bytes_with_registry`], with explicit [`LoadOptions`].
+    pub fn from_bytes_with(
+        bytes: &[u8],
+        registry: &OpRegistry,
+        options: &LoadOptions,
+    ) -> Result<Model> {
         let proto = decode_model(bytes)?;
         let graph_proto = proto
             .graph
@@ -55,7 +91,12 @@ impl Model {
                 )));
             }
         }
-        let graph = Graph::from_proto(graph_proto, &opsets, registry)?;
+        let mut graph = Graph::from_proto(graph_proto, &opsets, registry)?;
+        let pass_report = if options.optimize {
+            crate::passes::optimize(&mut graph, registry)?
+        } else {
+            Vec::new()
+        };
         let inputs = graph.inputs.iter().map(|(_, v)| v.clone()).collect();
         let outputs = graph.outputs.iter().map(|(_, v)| v.clone()).collect();
         let producer = format!(
@@ -63,8 +104,22 @@ impl Model {
             proto.producer_name.unwrap_or_default(),
             proto.producer_version.unwrap_or_default()
         );
+        let pool = if options.threads > 1 {
+            Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(options.threads)
+                    .build()
+                    .map_err(|e| {
+                        EngineError::UnsupportedFeature(format!("cannot start threads: {e}"))
+                    })?,
+            )
+        } else {
+            None
+        };
         Ok(Model {
             graph,
+            pass_report,
+            pool,
             inputs,
             outputs,
             opsets,
@@ -101,15 +156,57 @@ impl Model {
         &self.producer
     }
 
-    /// The validated graph IR.
+    /// The validated graph IR (after the load-time passes).
     pub fn graph(&self) -> &Graph {
         &self.graph
+    }
+
+    /// What each optimisation pass rewrote at load: `(pass, rewrites)`, empty when loaded
+    /// without optimisation.
+    pub fn pass_report(&self) -> &[(&'static str, usize)] {
+        &self.pass_report
     }
 
     /// Runs the model. Every declared input must be given exactly once, with the declared dtype
     /// and a shape matching the declaration (symbolic dims match any size, consistently across
     /// inputs). Returns the outputs in graph order.
     pub fn run(&self, inputs: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>> {
+        self.run_inner(inputs, None)
+    }
+
+    /// Like [`Model::run`], and reports the run's memory: weights, inputs, the temporary arena
+    /// the liveness planner ([`crate::planner`]) places the intermediates in, and the peak the
+    /// executor actually held.
+    pub fn run_with_memory(
+        &self,
+        inputs: Vec<(String, Tensor)>,
+    ) -> Result<(Vec<(String, Tensor)>, MemoryReport)> {
+        let mut profile = Profile::default();
+        let outputs = self.run_inner(inputs, Some(&mut profile))?;
+        let permanent_bytes = self
+            .graph
+            .values
+            .iter()
+            .map(|v| match &v.source {
+                ValueSource::Initializer(t) => crate::executor::tensor_bytes(t),
+                _ => 0,
+            })
+            .sum();
+        let report = MemoryReport {
+            permanent_bytes,
+            input_bytes: profile.input_bytes,
+            planned_temporary_bytes: plan(&self.graph, &profile.sizes).arena_bytes,
+            unshared_temporary_bytes: profile.sizes.iter().sum(),
+            peak_live_bytes: profile.peak_live,
+        };
+        Ok((outputs, report))
+    }
+
+    fn run_inner(
+        &self,
+        inputs: Vec<(String, Tensor)>,
+        profile: Option<&mut Profile>,
+    ) -> Result<Vec<(String, Tensor)>> {
         let mut given: Vec<Option<Tensor>> = (0..self.inputs.len()).map(|_| None).collect();
         for (name, t) in inputs {
             let k = self
@@ -130,7 +227,10 @@ impl Model {
             check_input(info, &t, &mut bindings)?;
             feeds.push((*id, t));
         }
-        let values = execute(&self.graph, feeds)?;
+        let values = match (&self.pool, profile) {
+            (Some(pool), None) => crate::scheduler::execute_parallel(&self.graph, feeds, pool)?,
+            (_, profile) => execute(&self.graph, feeds, profile)?,
+        };
         Ok(self
             .outputs
             .iter()

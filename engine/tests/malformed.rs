@@ -141,10 +141,12 @@ fn structural_errors_are_typed() {
         vec![vi("y", FLOAT, &[D::N(2)])],
         13,
     );
-    assert!(matches!(
-        Model::from_bytes(&bytes),
-        Err(EngineError::InvalidModel(_))
-    ));
+    let err = Model::from_bytes(&bytes).unwrap_err();
+    assert!(
+        matches!(err, EngineError::Tensor { ref tensor, .. } if tensor == "w")
+            && matches!(err.root(), EngineError::InvalidModel(_)),
+        "{err}"
+    );
 
     // Shapes that cannot broadcast are caught at load time by inference.
     let bytes = model(

@@ -10,12 +10,16 @@
 //! * [`plaintext`] is the reference: the same integer program in the clear. Encrypted results
 //!   must equal it bit for bit, which the tests check.
 //!
-//! No cryptography is implemented here: every operation on ciphertexts is a TFHE-rs `shortint`
-//! call. This crate only decides *which* linear operations and bootstraps to run, within the
-//! degree and noise budget that TFHE-rs itself tracks and checks.
+//! No cryptographic primitive is implemented here: encryption, keyswitching and bootstrapping
+//! are TFHE-rs calls (`core_crypto` seeded LWE encryption under the parameter set's big key,
+//! `shortint` keyswitch + programmable bootstrap). Linear layers are wrapping integer vector
+//! arithmetic on LWE ciphertexts, which is exactly what LWE is homomorphic for. [`noise`]
+//! proves, per program, that every bootstrap input and every decrypted score stays within
+//! the noise the default parameter set was designed for. See `he/README.md`.
 
 pub mod client;
 pub mod error;
+pub mod noise;
 pub mod plaintext;
 pub mod program;
 pub mod server;
@@ -27,13 +31,13 @@ pub use program::Program;
 use tfhe::shortint::parameters::ClassicPBSParameters;
 
 /// The one parameter set used: TFHE-rs's default `PARAM_MESSAGE_2_CARRY_2_KS_PBS`
-/// (128-bit security, failure probability 2^-128). A block holds a 2-bit message and 2 carry
-/// bits, so a 2-bit quantized pixel is exactly one block.
+/// (128-bit security, bootstrap failure probability 2^-129.6): small LWE dimension 918,
+/// GLWE 1 × 2048, TUniform noise. Inputs and outputs live under its big (2048) key.
 pub const PARAMETERS: ClassicPBSParameters =
     tfhe::shortint::parameters::PARAM_MESSAGE_2_CARRY_2_KS_PBS;
 
-/// Bits of message per block under [`PARAMETERS`].
-pub const BLOCK_BITS: u32 = 2;
+/// Largest LWE dimension a serialised ciphertext may announce (bounded memory).
+pub const MAX_LWE_DIMENSION: usize = 1 << 14;
 
 /// Size limit when deserialising a compressed server key (bounded memory on bad input).
 pub const MAX_SERVER_KEY_BYTES: u64 = 1 << 30;

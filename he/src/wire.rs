@@ -56,3 +56,85 @@ pub(crate) fn decode<T: DeserializeOwned>(
             reason: e.to_string(),
         })
 }
+
+/// Little-endian reader over untrusted bytes: every read is bounds-checked.
+pub(crate) struct Reader<'a> {
+    what: &'static str,
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    /// Start after `tag`, or refuse.
+    pub(crate) fn new(what: &'static str, tag: &[u8], bytes: &'a [u8]) -> Result<Self, HeError> {
+        let bytes = bytes
+            .strip_prefix(tag)
+            .ok_or_else(|| HeError::Deserialize {
+                what,
+                reason: format!("does not start with {:?}", String::from_utf8_lossy(tag)),
+            })?;
+        Ok(Self { what, bytes })
+    }
+
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], HeError> {
+        if self.bytes.len() < n {
+            return Err(HeError::Deserialize {
+                what: self.what,
+                reason: "truncated".into(),
+            });
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    pub(crate) fn u32(&mut self) -> Result<u32, HeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], HeError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    /// Exactly `count` u64 words, checking the length *before* allocating.
+    pub(crate) fn words(&mut self, count: usize) -> Result<Vec<u64>, HeError> {
+        let bytes = count
+            .checked_mul(8)
+            .filter(|&n| n <= self.bytes.len())
+            .ok_or_else(|| HeError::Deserialize {
+                what: self.what,
+                reason: format!("truncated: {count} words announced"),
+            })?;
+        Ok(self
+            .take(bytes)?
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect())
+    }
+
+    /// Refuse trailing bytes.
+    pub(crate) fn finish(self) -> Result<(), HeError> {
+        if self.bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(HeError::Deserialize {
+                what: self.what,
+                reason: format!("{} trailing bytes", self.bytes.len()),
+            })
+        }
+    }
+}
+
+/// Check an announced count against a limit before anything is allocated.
+pub(crate) fn bounded(what: &'static str, count: u32, max: usize) -> Result<usize, HeError> {
+    let count = count as usize;
+    if count > max {
+        return Err(HeError::Deserialize {
+            what,
+            reason: format!("{count} exceeds the limit {max}"),
+        });
+    }
+    Ok(count)
+}

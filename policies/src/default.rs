@@ -22,7 +22,7 @@ allow_simulated = true           # selecting "sim" requires this to be true, exp
 [[tenants]]
 id = "dev"
 api_key_sha256 = "{API_KEY_SHA256}"  # SHA-256 of the API key; the key itself is never stored
-models = ["digits", "digits-ensemble"]
+models = ["digits", "digits-ensemble", "diabetes-ensemble"]
 max_requests_per_minute = 600
 budget_rho = 2.0                 # zCDP budget of this tenant: 200 ensemble labels at 0.01 each
 
@@ -45,13 +45,36 @@ classes = 10
 rho_per_query = 0.01             # cost of one released label
 budget_rho = 5.0                 # cap on this model across tenants
 
+[[models]]
+id = "diabetes-ensemble"
+path = "models/diabetes-ensemble.onnx"
+sha256 = "7afb28deedb0e80659a0c3383ad142e54bf0246211ee92e8af1c5035fd253cc1"
+description = "16 linear-regression teachers on disjoint partitions of load_diabetes; answers are noisy clamped means"
+
+[models.privacy]
+mechanism = "ensemble-regression"  # clamp each teacher, average, add Gaussian noise (OpenDP, zCDP)
+predictions_output = "predictions" # [N, 16] float32: each teacher's prediction
+teachers = 16
+lower = 50.0                     # clamp range: sensitivity (upper - lower) / teachers = 15.625
+upper = 300.0
+rho_per_query = 0.1              # cost of one released value (noise sigma = 34.9)
+budget_rho = 3.0                 # cap on this model across tenants
+
 [privacy]
 global_budget_rho = 10.0         # cap across all tenants: colluding tenants add up
 delta = 1e-6                     # (epsilon, delta) are shown at this delta; budgets never refresh
 
 [sandbox]
 mode = "enforce"                 # "enforce": start only with every barrier | "best-effort"
+max_concurrent_requests = 16     # models running at once; more are refused (rate_limited)
+worker_memory_mb = 4096          # address-space cap of each engine worker process, models included
 "#;
+
+/// The SHA-256 of the bundled regression ensemble, `models/diabetes-ensemble/
+/// diabetes-ensemble.onnx`, pinned in the template (a test in `client` checks it against the
+/// bundled bytes).
+pub const DIABETES_ENSEMBLE_SHA256: &str =
+    "7afb28deedb0e80659a0c3383ad142e54bf0246211ee92e8af1c5035fd253cc1";
 
 /// Renders the embedded development policy: tenant `dev` (whose API key hashes to
 /// `api_key_sha256_hex`) may use model `digits` at `models/digits.onnx` (whose file hashes to

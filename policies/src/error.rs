@@ -180,6 +180,18 @@ pub enum PolicyError {
         /// The key.
         field: &'static str,
     },
+    /// A number outside its allowed range.
+    #[error("{}", self.render())]
+    OutOfRange {
+        /// Where the value is.
+        at: Location,
+        /// The key.
+        field: &'static str,
+        /// Smallest allowed value.
+        min: u64,
+        /// Largest allowed value.
+        max: u64,
+    },
     /// A value that must not be empty is empty.
     #[error("{}", self.render())]
     Empty {
@@ -227,6 +239,7 @@ impl PolicyError {
             | DuplicateApiKey { at, .. }
             | SimulatedNotAllowed { at }
             | ZeroLimit { at, .. }
+            | OutOfRange { at, .. }
             | Empty { at, .. }
             | MissingSection { at, .. }
             | InvalidPrivacy { at, .. } => Some(at),
@@ -308,6 +321,11 @@ impl PolicyError {
                     .into()
             }
             ZeroLimit { field, .. } => format!("`{field}` must be greater than 0"),
+            OutOfRange {
+                field, min, max, ..
+            } => {
+                format!("`{field}` must be between {min} and {max}")
+            }
             Empty { field, .. } => format!("`{field}` must not be empty"),
             MissingSection { section, .. } => format!("the policy defines no [[{section}]]"),
             InvalidPrivacy { message, .. } => message.clone(),
@@ -365,6 +383,9 @@ impl PolicyError {
                                            [attestation]; in production use provider = \"snp\""
                 .into(),
             ZeroLimit { field, .. } => format!("set `{field}` to a positive number"),
+            OutOfRange { field, min, max, .. } => {
+                format!("set `{field}` to a value from {min} to {max}")
+            }
             Empty { field, .. } => format!("give `{field}` a value"),
             MissingSection { section, .. } => {
                 format!("add at least one [[{section}]] table")

@@ -33,6 +33,14 @@
 //! description = "optional"
 //! [sandbox]                     # optional
 //! mode = "enforce"              # "enforce" (default) | "best-effort"
+//! max_concurrent_requests = 16  # models running at once (default 16)
+//! worker_memory_mb = 4096       # RLIMIT_AS of each engine worker (default 4096)
+//! # enclave_memory_mb = 8192    # RLIMIT_AS of the enclave process (default: none)
+//! [audit]                       # optional: audit log rotation and retention
+//! segment_max_bytes = 67108864  # new segment before one exceeds this (default 64 MiB)
+//! # segment_max_age_secs = 86400  # new segment once its first record is this old
+//! # retain_segments = 30        # keep at most this many segments (default: all)
+//! # retain_days = 365           # delete segments whose newest record is older
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -49,7 +57,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-pub use default::default_policy_toml;
+pub use default::{default_policy_toml, DIABETES_ENSEMBLE_SHA256};
 pub use error::{render_errors, Location, PolicyError};
 pub use privacy::{ModelPrivacy, NanoRho, PrivacySettings};
 
@@ -75,6 +83,8 @@ pub struct Policy {
     pub sandbox: Sandbox,
     /// Differential-privacy settings (`[privacy]`, optional).
     pub privacy: PrivacySettings,
+    /// Audit log rotation and retention (`[audit]`, optional).
+    pub audit: AuditSettings,
     /// The directory relative model paths resolve against: the policy file's directory for
     /// [`Policy::load`], empty (the current directory) for [`Policy::from_toml_str`].
     pub base_dir: PathBuf,
@@ -146,12 +156,73 @@ pub struct Attestation {
     pub expected_measurements: Vec<[u8; 48]>,
 }
 
+/// `[audit]`: when the audit log starts a new segment and which old segments it deletes.
+/// Deletion never breaks verification: each segment starts with a signed anchor and each
+/// deletion is announced by a signed statement (see `docs/audit.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuditSettings {
+    /// Start a new segment before one would exceed this many bytes (default 64 MiB).
+    pub segment_max_bytes: u64,
+    /// Start a new segment once its first record is this old, in seconds (`None`: never).
+    pub segment_max_age_secs: Option<u64>,
+    /// Keep at most this many segments, the current one included (`None`: keep all).
+    pub retain_segments: Option<u64>,
+    /// Delete segments whose newest record is this many days old (`None`: keep all).
+    pub retain_days: Option<u64>,
+}
+
+impl AuditSettings {
+    /// Default of [`AuditSettings::segment_max_bytes`].
+    pub const DEFAULT_SEGMENT_MAX_BYTES: u64 = 64 << 20;
+    /// Allowed range of [`AuditSettings::segment_max_bytes`] (4 KiB to 1 TiB).
+    pub const SEGMENT_MAX_BYTES_RANGE: (u64, u64) = (4096, 1 << 40);
+    /// Allowed range of [`AuditSettings::segment_max_age_secs`] (1 minute to 10 years).
+    pub const SEGMENT_MAX_AGE_SECS_RANGE: (u64, u64) = (60, 10 * 366 * 86_400);
+    /// Allowed range of [`AuditSettings::retain_segments`].
+    pub const RETAIN_SEGMENTS_RANGE: (u64, u64) = (1, 1 << 32);
+    /// Allowed range of [`AuditSettings::retain_days`].
+    pub const RETAIN_DAYS_RANGE: (u64, u64) = (1, 100 * 366);
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            segment_max_bytes: Self::DEFAULT_SEGMENT_MAX_BYTES,
+            segment_max_age_secs: None,
+            retain_segments: None,
+            retain_days: None,
+        }
+    }
+}
+
 /// `[sandbox]`: how the enclave confines itself after start-up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Sandbox {
     /// What to do when the kernel cannot provide a barrier.
     pub mode: SandboxMode,
+    /// Most requests whose model runs at once; more are refused with `rate_limited`
+    /// (1..=4096, default [`Sandbox::DEFAULT_MAX_CONCURRENT_REQUESTS`]).
+    pub max_concurrent_requests: u64,
+    /// Address-space cap of each engine worker process in MiB (`RLIMIT_AS`, models included), so
+    /// memory per request (64..=1048576, default [`Sandbox::DEFAULT_WORKER_MEMORY_MB`]).
+    pub worker_memory_mb: u64,
+    /// Address-space cap of the enclave (broker) process in MiB; `None`: no cap (256..=1048576).
+    pub enclave_memory_mb: Option<u64>,
+}
+
+impl Sandbox {
+    /// Default of [`Sandbox::max_concurrent_requests`].
+    pub const DEFAULT_MAX_CONCURRENT_REQUESTS: u64 = 16;
+    /// Default of [`Sandbox::worker_memory_mb`].
+    pub const DEFAULT_WORKER_MEMORY_MB: u64 = 4096;
+    /// Allowed range of [`Sandbox::max_concurrent_requests`].
+    pub const MAX_CONCURRENT_REQUESTS_RANGE: (u64, u64) = (1, 4096);
+    /// Allowed range of [`Sandbox::worker_memory_mb`].
+    pub const WORKER_MEMORY_MB_RANGE: (u64, u64) = (64, 1 << 20);
+    /// Allowed range of [`Sandbox::enclave_memory_mb`].
+    pub const ENCLAVE_MEMORY_MB_RANGE: (u64, u64) = (256, 1 << 20);
 }
 
 /// What the enclave does when the kernel cannot provide a sandbox barrier.

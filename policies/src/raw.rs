@@ -30,6 +30,22 @@ pub(crate) struct RawPolicy {
     pub sandbox: Option<RawSandbox>,
     #[serde(default)]
     pub privacy: Option<RawPrivacy>,
+    #[serde(default)]
+    pub audit: Option<RawAudit>,
+}
+
+/// `[audit]`: rotation and retention of the audit log's segments.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAudit {
+    #[serde(default)]
+    pub segment_max_bytes: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub segment_max_age_secs: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub retain_segments: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub retain_days: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -80,4 +96,10 @@ pub(crate) struct RawModel {
 pub(crate) struct RawSandbox {
     #[serde(default)]
     pub mode: Option<Spanned<SandboxMode>>,
+    #[serde(default)]
+    pub max_concurrent_requests: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub worker_memory_mb: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub enclave_memory_mb: Option<Spanned<u64>>,
 }

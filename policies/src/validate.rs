@@ -8,8 +8,8 @@ use serde_spanned::Spanned;
 
 use crate::raw::{RawPolicy, VersionProbe};
 use crate::{
-    Attestation, Location, ModelEntry, Policy, PolicyError, Provider, Sandbox, SandboxMode,
-    Service, Tenant, SCHEMA_VERSION,
+    Attestation, AuditSettings, Location, ModelEntry, Policy, PolicyError, Provider, Sandbox,
+    SandboxMode, Service, Tenant, SCHEMA_VERSION,
 };
 
 /// Parses `src` into a validated policy, or returns every problem found (never an empty list).
@@ -43,14 +43,10 @@ pub(crate) fn parse(src: &str, origin: &str, digest: [u8; 32]) -> Result<Policy,
         check.settings(raw.privacy.as_ref())
     };
     ctx.privacy_consistency(&raw, &tenants, &models, &mut errors);
-    // `[sandbox]` is optional and every value is checked by its type: absent means `enforce`.
-    let sandbox = Sandbox {
-        mode: raw
-            .sandbox
-            .as_ref()
-            .and_then(|s| s.mode.as_ref())
-            .map_or(SandboxMode::Enforce, |m| *m.get_ref()),
-    };
+    // `[sandbox]` is optional: absent means `enforce` with the default limits.
+    let sandbox = ctx.sandbox(&raw, &mut errors);
+    // `[audit]` is optional: absent means 64 MiB segments, no rotation by age, nothing deleted.
+    let audit = ctx.audit(&raw, &mut errors);
 
     for (section, empty) in [
         ("tenants", raw.tenants.is_empty()),
@@ -76,6 +72,7 @@ pub(crate) fn parse(src: &str, origin: &str, digest: [u8; 32]) -> Result<Policy,
         models,
         sandbox,
         privacy,
+        audit,
         base_dir: Default::default(),
         digest,
         origin: origin.to_string(),
@@ -182,6 +179,87 @@ impl Ctx<'_> {
             });
         }
         out
+    }
+
+    fn sandbox(&self, raw: &RawPolicy, errors: &mut Vec<PolicyError>) -> Sandbox {
+        let s = raw.sandbox.as_ref();
+        let mut ranged = |v: Option<&Spanned<u64>>, field: &'static str, (min, max): (u64, u64)| {
+            v.map(|v| {
+                let n = *v.get_ref();
+                if !(min..=max).contains(&n) {
+                    errors.push(PolicyError::OutOfRange {
+                        at: self.at(&v.span()),
+                        field,
+                        min,
+                        max,
+                    });
+                }
+                n
+            })
+        };
+        Sandbox {
+            mode: s
+                .and_then(|s| s.mode.as_ref())
+                .map_or(SandboxMode::Enforce, |m| *m.get_ref()),
+            max_concurrent_requests: ranged(
+                s.and_then(|s| s.max_concurrent_requests.as_ref()),
+                "max_concurrent_requests",
+                Sandbox::MAX_CONCURRENT_REQUESTS_RANGE,
+            )
+            .unwrap_or(Sandbox::DEFAULT_MAX_CONCURRENT_REQUESTS),
+            worker_memory_mb: ranged(
+                s.and_then(|s| s.worker_memory_mb.as_ref()),
+                "worker_memory_mb",
+                Sandbox::WORKER_MEMORY_MB_RANGE,
+            )
+            .unwrap_or(Sandbox::DEFAULT_WORKER_MEMORY_MB),
+            enclave_memory_mb: ranged(
+                s.and_then(|s| s.enclave_memory_mb.as_ref()),
+                "enclave_memory_mb",
+                Sandbox::ENCLAVE_MEMORY_MB_RANGE,
+            ),
+        }
+    }
+
+    fn audit(&self, raw: &RawPolicy, errors: &mut Vec<PolicyError>) -> AuditSettings {
+        let a = raw.audit.as_ref();
+        let mut ranged = |v: Option<&Spanned<u64>>, field: &'static str, (min, max): (u64, u64)| {
+            v.map(|v| {
+                let n = *v.get_ref();
+                if !(min..=max).contains(&n) {
+                    errors.push(PolicyError::OutOfRange {
+                        at: self.at(&v.span()),
+                        field,
+                        min,
+                        max,
+                    });
+                }
+                n
+            })
+        };
+        AuditSettings {
+            segment_max_bytes: ranged(
+                a.and_then(|a| a.segment_max_bytes.as_ref()),
+                "segment_max_bytes",
+                AuditSettings::SEGMENT_MAX_BYTES_RANGE,
+            )
+            .unwrap_or(AuditSettings::DEFAULT_SEGMENT_MAX_BYTES),
+            segment_max_age_secs: ranged(
+                a.and_then(|a| a.segment_max_age_secs.as_ref()),
+                "segment_max_age_secs",
+                AuditSettings::SEGMENT_MAX_AGE_SECS_RANGE,
+            ),
+            retain_segments: ranged(
+                a.and_then(|a| a.retain_segments.as_ref()),
+                "retain_segments",
+                AuditSettings::RETAIN_SEGMENTS_RANGE,
+            ),
+            retain_days: ranged(
+                a.and_then(|a| a.retain_days.as_ref()),
+                "retain_days",
+                AuditSettings::RETAIN_DAYS_RANGE,
+            ),
+        }
     }
 
     fn service(&self, raw: &RawPolicy, errors: &mut Vec<PolicyError>) -> Service {

@@ -7,13 +7,21 @@
 //!
 //! - [`rho`]: the integer unit;
 //! - [`zcdp`]: ρ → (ε, δ) for people;
-//! - [`mechanism`]: release mechanisms from OpenDP with their privacy maps;
+//! - [`mechanism`]: the PATE noisy arg-max (GNMax) from OpenDP with its privacy map;
+//! - [`gaussian`]: OpenDP's Gaussian mechanism, the building block of the next three;
+//! - [`confident`]: confident-GNMax (noisy threshold check, then a Gaussian noisy arg-max);
+//! - [`regression`]: the clamped, noisy mean of a regression ensemble;
+//! - [`heuristic`]: output noise on one model, labelled `heuristic`, with no guarantee;
 //! - [`ledger`]: the durable, all-or-nothing budget ledger.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod confident;
+pub mod gaussian;
+pub mod heuristic;
 pub mod ledger;
 pub mod mechanism;
+pub mod regression;
 pub mod rho;
 pub mod zcdp;
 

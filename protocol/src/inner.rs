@@ -44,6 +44,33 @@ pub struct AuditReceipt {
     pub hash: String,
     /// Hex Ed25519 signature over [`AuditReceipt::signed_message`].
     pub signature: String,
+    /// A signed checkpoint of the audit log right after this record was synced, so covering
+    /// it (`tree_size > index`). Keep it: `cloister audit prove DIR --index N --checkpoint
+    /// FILE` later proves the record is in the log this checkpoint describes, and any rewrite
+    /// or rollback of the log since then makes that proof impossible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<AuditCheckpoint>,
+}
+
+/// A signed audit checkpoint as the enclave sends it: the same members, order and meaning as a
+/// line of the log's `checkpoints.log` (`docs/audit.md`); the signature is Ed25519 by the
+/// attested key over `cloister/v1/audit-checkpoint\0 || u32be(len(log_id)) || log_id ||
+/// u64be(tree_size) || root || u64be(time_unix_ms)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditCheckpoint {
+    /// The log's identity.
+    pub log_id: String,
+    /// Records covered.
+    pub tree_size: u64,
+    /// Hex RFC 9162 Merkle root of the first `tree_size` records.
+    pub root: String,
+    /// When it was signed, Unix milliseconds.
+    pub time_unix_ms: u64,
+    /// Hex Ed25519 public key of the signer.
+    pub key: String,
+    /// Hex signature.
+    pub signature: String,
 }
 
 impl AuditReceipt {
@@ -79,7 +106,8 @@ pub struct InferResponse {
 /// The privacy accounting of one response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PrivacyReceipt {
-    /// The mechanism, e.g. `gnmax` (noisy arg-max over teacher votes) or `dp-trained`.
+    /// The mechanism: `gnmax` (noisy arg-max over teacher votes), `confident-gnmax`,
+    /// `ensemble-regression`, `dp-trained` or `heuristic-output-noise`.
     pub mechanism: String,
     /// What a person can rely on, in words.
     pub guarantee: String,
@@ -93,6 +121,15 @@ pub struct PrivacyReceipt {
     pub delta: f64,
     /// Remaining budget per account after this charge, in ρ (`None`: uncapped).
     pub remaining_rho: BTreeMap<String, Option<f64>>,
+    /// `heuristic` when the release carries no differential-privacy guarantee at all (output
+    /// noise on a single model): then the zero costs above mean "nothing was charged", never
+    /// "private". Set by the enclave from the mechanism; no policy can remove it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Rows (0-based) for which confident-GNMax abstained: the teachers did not agree enough,
+    /// no label was released (the output holds -1) and only the check was charged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub abstained_rows: Vec<u64>,
 }
 
 /// The body of a budget query: only what replay protection needs.

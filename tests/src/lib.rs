@@ -290,6 +290,15 @@ impl Service {
         self.enclave = spawn_enclave(&bin_dir(), &self.dir, &socket);
     }
 
+    /// Kills the enclave with SIGKILL (no clean-up of any kind: a crash) and starts it again on
+    /// the same data directory; the gateway keeps running. Returns once the new enclave listens.
+    pub fn crash_enclave(&mut self) {
+        let _ = self.enclave.kill();
+        let _ = self.enclave.wait();
+        let socket = self.dir.root.join("run").join("real-enclave.sock");
+        self.enclave = spawn_enclave(&bin_dir(), &self.dir, &socket);
+    }
+
     /// Stops both processes with SIGTERM and waits for them.
     pub fn stop(&mut self) -> (std::process::ExitStatus, std::process::ExitStatus) {
         let term = |c: &Child| {

@@ -227,3 +227,163 @@ fn cloister_audit_verifies_shows_counts_and_proves_the_log_of_a_real_run() {
     assert!(t.contains(&format!("byte offset {second}")), "{t}");
     assert!(t.contains("entry index 1"), "{t}");
 }
+
+/// Responses carry a signed checkpoint that covers their own record. A client keeps it, and
+/// later — after the enclave restarted with a new key — obtains an inclusion proof against that
+/// very checkpoint from the operator's log and checks it with its own evidence. A rolled-back
+/// log, which `verify` alone cannot tell from an honest shorter one, cannot produce that proof.
+#[test]
+fn a_client_proves_its_record_against_the_checkpoint_in_its_own_response() {
+    let mut svc = Service::start();
+    let client = Client::new(svc.profile.clone()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let save_evidence = |svc: &Service, name: &str| {
+        let a = svc.block_on(client.attest()).expect("attest");
+        let path = tmp.path().join(name);
+        std::fs::write(&path, serde_json::to_vec(&a.bundle).unwrap()).unwrap();
+        path
+    };
+    let ev1 = save_evidence(&svc, "evidence-run1.json");
+    let rows = cloister_e2e::heldout_rows;
+    svc.block_on(client.infer("digits", rows(0, 1))).unwrap();
+    let served = svc.block_on(client.infer("digits", rows(1, 1))).unwrap();
+    let receipt = served.response.audit.clone();
+    let checkpoint = receipt
+        .checkpoint
+        .clone()
+        .expect("the response carries a checkpoint");
+    assert!(checkpoint.tree_size > receipt.index, "it covers the record");
+    // The SDK already checked it under the attested key; check the check can fail.
+    let verified = served.evidence.clone();
+    let mut forged = receipt.clone();
+    forged.checkpoint.as_mut().unwrap().tree_size += 1;
+    assert!(cloister::sdk::verify_receipt_checkpoint(&verified, &forged).is_err());
+    let mut short = receipt.clone();
+    short.index = checkpoint.tree_size;
+    assert!(cloister::sdk::verify_receipt_checkpoint(&verified, &short).is_err());
+    let kept = tmp.path().join("receipt.json");
+    std::fs::write(&kept, serde_json::to_vec(&receipt).unwrap()).unwrap();
+
+    // The enclave restarts (new key); more traffic; then the service stops.
+    svc.restart_enclave();
+    let ev2 = save_evidence(&svc, "evidence-run2.json");
+    for i in 2..5 {
+        svc.block_on(client.infer("digits", rows(i, 1))).unwrap();
+    }
+    let (_, enclave) = svc.stop();
+    assert!(enclave.success());
+    let dir = svc.audit_dir();
+    let dir_s = dir.to_str().unwrap();
+    let (ev1, ev2) = (ev1.to_str().unwrap(), ev2.to_str().unwrap());
+
+    // Both runs' keys are needed to verify the whole log.
+    let out = cloister(&["audit", "verify", dir_s, "--evidence", ev1]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("not a trusted enclave key"),
+        "{}",
+        text(&out)
+    );
+    let out = cloister(&[
+        "audit",
+        "verify",
+        dir_s,
+        "--evidence",
+        ev1,
+        "--evidence",
+        ev2,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // The inclusion proof against the client's own checkpoint, checked with its own evidence.
+    let proof = tmp.path().join("proof.json");
+    let index = receipt.index.to_string();
+    let out = cloister(&[
+        "audit",
+        "prove",
+        dir_s,
+        "--index",
+        &index,
+        "--checkpoint",
+        kept.to_str().unwrap(),
+        "--out",
+        proof.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&proof).unwrap()).unwrap();
+    assert_eq!(doc["checkpoint"]["tree_size"], checkpoint.tree_size);
+    assert_eq!(
+        doc["checkpoint"]["signature"],
+        checkpoint.signature.as_str()
+    );
+    let out = cloister(&[
+        "audit",
+        "verify-proof",
+        proof.to_str().unwrap(),
+        "--evidence",
+        ev1,
+        "--hash",
+        &receipt.hash,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Under the other run's key alone the checkpoint is not trusted.
+    let out = cloister(&[
+        "audit",
+        "verify-proof",
+        proof.to_str().unwrap(),
+        "--evidence",
+        ev2,
+    ]);
+    assert!(!out.status.success(), "{}", text(&out));
+
+    // A rollback: drop the client's record and everything after it, and every checkpoint that
+    // covers it. The copy verifies on its own; the client's checkpoint exposes it.
+    let copy = tmp.path().join("rolled-back");
+    copy_dir(&dir, &copy);
+    let seg = copy.join("audit-000001.log");
+    let kept_lines: Vec<String> = std::fs::read_to_string(&seg)
+        .unwrap()
+        .lines()
+        .take(receipt.index as usize)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&seg, kept_lines.concat()).unwrap();
+    let cps: Vec<String> = std::fs::read_to_string(copy.join("checkpoints.log"))
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["tree_size"].as_u64().unwrap() <= receipt.index
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(copy.join("checkpoints.log"), cps.concat()).unwrap();
+    let copy_s = copy.to_str().unwrap();
+    // (The records before the client's are left unsigned, as after a crash.)
+    let out = cloister(&[
+        "audit",
+        "verify",
+        copy_s,
+        "--evidence",
+        ev1,
+        "--evidence",
+        ev2,
+        "--allow-unsigned-tail",
+    ]);
+    assert!(
+        out.status.success(),
+        "the rollback alone verifies: {}",
+        text(&out)
+    );
+    let out = cloister(&[
+        "audit",
+        "prove",
+        copy_s,
+        "--index",
+        &index,
+        "--checkpoint",
+        kept.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("rolled back"), "{}", text(&out));
+}

@@ -89,6 +89,11 @@ fn cloister_up_attest_infer_and_clean_stop() {
     assert!(text.contains("SIMULATED"), "{text}");
     assert!(text.contains("[PASS] report-signature"), "{text}");
     assert!(!text.contains("[FAIL]"), "{text}");
+    // `cloister up` runs the enclave sandboxed in enforce mode by default, and `cloister attest`
+    // shows the status bound into the evidence, the engine worker's barriers included.
+    assert!(text.contains("sandbox: enforce: sandbox/v1 "), "{text}");
+    assert!(text.contains("; worker/v1 "), "{text}");
+    assert!(!text.contains("=off"), "{text}");
 
     let out = Command::new(bins.join("cloister"))
         .args(["attest", "--json", "--profile"])

@@ -1,7 +1,7 @@
-//! The running enclave is sandboxed, seen from outside: the kernel's own view in
-//! `/proc/PID/status`, `/proc/PID/limits` and `/proc/PID/ns/net`, and the sandbox status bound into the evidence,
-//! which a client that requires a sandbox accepts. (Each barrier is crossed from inside by
-//! `enclave/tests/sandbox.rs`.)
+//! The running enclave and its engine processes are sandboxed, seen from outside: the kernel's own
+//! view in `/proc/PID/status`, `/proc/PID/limits` and `/proc/PID/ns/*`, and the sandbox status
+//! bound into the evidence, which a client that requires a sandbox accepts. (Each barrier is
+//! crossed from inside by `enclave/tests/sandbox.rs` and `enclave/tests/worker_sandbox.rs`.)
 
 use cloister::sdk::Client;
 use cloister_e2e::Service;
@@ -29,6 +29,30 @@ fn enclave_pid(root: &std::path::Path) -> u32 {
         }
     }
     panic!("no cloister-enclave process for {root}");
+}
+
+/// The children of `parent` that are engine processes (`cloister-enclave --engine-worker`).
+fn engine_children(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let (Ok(status), Ok(cmdline)) = (
+            std::fs::read_to_string(entry.path().join("status")),
+            std::fs::read(entry.path().join("cmdline")),
+        ) else {
+            continue;
+        };
+        let engine = cmdline
+            .split(|b| *b == 0)
+            .nth(1)
+            .is_some_and(|a| a == b"--engine-worker");
+        if engine && field(&status, "PPid") == Some(parent.to_string().as_str()) {
+            out.push(pid);
+        }
+    }
+    out
 }
 
 fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
@@ -80,8 +104,66 @@ fn the_running_enclave_is_locked_down_and_attests_its_sandbox() {
         "landlock_scope=on",
         "namespaces=on",
         "seccomp=on",
+        "inherited_fds=on",
     ] {
         assert!(bound.contains(barrier), "{bound}");
     }
     assert!(svc.alive(), "the enclave died under its own sandbox");
+}
+
+#[test]
+fn the_engine_runs_in_separate_confined_processes_and_attests_their_sandbox() {
+    let mut svc = Service::start();
+    let enclave = enclave_pid(&svc.dir.root);
+    // The outer zygote (child of the enclave), the PID namespace's init (its child, PID 1
+    // inside), and the spare worker the init forked for the next request.
+    let outer = engine_children(enclave);
+    assert_eq!(outer.len(), 1, "engine zygotes of {enclave}: {outer:?}");
+    let init = engine_children(outer[0]);
+    assert_eq!(init.len(), 1, "{init:?}");
+    let workers = engine_children(init[0]);
+    assert!(!workers.is_empty(), "no spare engine worker");
+
+    let ns = |p: &str, kind: &str| std::fs::read_link(format!("/proc/{p}/ns/{kind}")).unwrap();
+    for (pid, filters) in [(init[0], "1"), (workers[0], "2")] {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        assert_eq!(field(&status, "NoNewPrivs"), Some("1"), "{status}");
+        assert_eq!(field(&status, "Seccomp"), Some("2"), "{status}");
+        assert_eq!(field(&status, "Seccomp_filters"), Some(filters), "{status}");
+        let nspid = field(&status, "NSpid").unwrap();
+        assert_eq!(
+            nspid.split_whitespace().count(),
+            2,
+            "own PID namespace: {nspid}"
+        );
+        for kind in ["net", "pid", "mnt"] {
+            let mine = ns(&pid.to_string(), kind);
+            assert_ne!(mine, ns("self", kind), "{kind}: the gateway's");
+            assert_ne!(mine, ns(&enclave.to_string(), kind), "{kind}: the broker's");
+        }
+        // No file of the host is visible: the root is an empty tmpfs.
+        let root = std::fs::read_dir(format!("/proc/{pid}/root"))
+            .unwrap()
+            .count();
+        assert_eq!(root, 0, "the root of {pid} is not empty");
+    }
+
+    // The bound status names the worker's barriers too.
+    let client = Client::new(svc.profile.clone()).unwrap();
+    let attestation = svc.block_on(client.attest()).unwrap();
+    let bound = &attestation.bundle.sandbox_status;
+    let (_, worker) = bound
+        .split_once("; worker/v1 ")
+        .unwrap_or_else(|| panic!("no worker status in {bound}"));
+    assert!(!worker.contains("=off"), "{bound}");
+    for barrier in [
+        "mount_ns=on",
+        "pid_ns=on",
+        "namespaces=on",
+        "seccomp=on",
+        "landlock_fs=on",
+    ] {
+        assert!(worker.contains(barrier), "{bound}");
+    }
+    assert!(svc.alive());
 }

@@ -9,11 +9,13 @@
 //!
 //! 1. `PR_SET_NO_NEW_PRIVS` (no privilege gain through exec) and not-dumpable (no core file,
 //!    no ptrace attach or `/proc/PID/mem` by same-user processes) — [`limits`];
-//! 2. rlimits: no core dumps, a file-descriptor cap — [`limits`];
+//! 2. rlimits: no core dumps, a file-descriptor cap, the policy's optional address-space cap;
+//!    every inherited descriptor closed — [`limits`];
 //! 3. a landlock ruleset: read-only policy, model files and simulated key root; read-write audit
 //!    and socket directories; nothing else; no TCP bind or connect; no abstract Unix sockets or
 //!    signals outside the sandbox — [`landlock`];
-//! 4. new user, network and IPC namespaces: no network interface at all — [`namespaces`];
+//! 4. new user, network, IPC and mount namespaces: no network interface at all —
+//!    [`namespaces`];
 //! 5. a seccomp-bpf allow-list (`policies/seccomp/enclave.json`, compiled at build time) whose
 //!    default action kills the process, synchronised to every thread — [`seccomp`]. Just before
 //!    it, the panic hook is replaced by one that needs no symbolisation, so a caught panic stays
@@ -26,6 +28,10 @@
 //! The policy's `[sandbox] mode` decides what a missing barrier means: `enforce` stops start-up
 //! with an error naming it, `best-effort` goes on and [`SandboxStatus::describe`] says exactly
 //! which barriers are in force.
+//!
+//! The engine zygote and its workers ([`crate::worker`]) are a second role ([`Role::EngineWorker`])
+//! with more barriers ([`Barrier::ENGINE_WORKER`]: an empty root and a PID namespace) and a
+//! tighter allow-list; the broker's status line carries theirs after `; `.
 
 pub mod landlock;
 pub mod limits;
@@ -48,6 +54,8 @@ pub struct SandboxPlan {
     pub read_write: Vec<PathBuf>,
     /// Cap on open file descriptors (soft and hard), never raised above the current hard limit.
     pub max_open_files: u64,
+    /// Cap on the process's address space in MiB (`RLIMIT_AS`); `None`: no cap.
+    pub address_space_mb: Option<u64>,
 }
 
 /// The default file-descriptor cap: the gateway opens one connection per request in flight.
@@ -60,30 +68,72 @@ pub enum Barrier {
     NoNewPrivs,
     /// `PR_SET_DUMPABLE 0`.
     NotDumpable,
-    /// `RLIMIT_CORE` 0 and the `RLIMIT_NOFILE` cap.
+    /// `RLIMIT_CORE` 0, the `RLIMIT_NOFILE` cap and, when set, the `RLIMIT_AS` cap.
     Rlimits,
+    /// Every descriptor inherited from the parent (all but stdio) is closed.
+    InheritedFds,
     /// Landlock file-system rules (ABI 1).
     LandlockFs,
     /// Landlock TCP bind/connect rules (ABI 4).
     LandlockNet,
     /// Landlock scoping of abstract Unix sockets and signals (ABI 6).
     LandlockScope,
-    /// New user, network and IPC namespaces.
+    /// New user, network, IPC and mount namespaces.
     Namespaces,
+    /// Engine worker only: a mount namespace whose root is an empty, read-only tmpfs.
+    MountNamespace,
+    /// Engine worker only: a PID namespace holding nothing but the engine's own processes.
+    PidNamespace,
     /// The seccomp-bpf allow-list.
     Seccomp,
 }
 
+/// Which process a [`SandboxStatus`] describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The enclave process itself (the broker: keys, audit log, ledger, gateway connection).
+    Broker,
+    /// The engine zygote and the workers it forks (models and tensors only).
+    EngineWorker,
+}
+
+impl Role {
+    /// The barriers this role must have for a complete sandbox, in the order they apply.
+    pub fn barriers(self) -> &'static [Barrier] {
+        match self {
+            Role::Broker => &Barrier::ALL,
+            Role::EngineWorker => &Barrier::ENGINE_WORKER,
+        }
+    }
+}
+
 impl Barrier {
-    /// Every barrier, in the order [`lock_down`] applies them.
-    pub const ALL: [Barrier; 8] = [
+    /// Every barrier of the broker, in the order [`lock_down`] applies them.
+    pub const ALL: [Barrier; 9] = [
         Barrier::NoNewPrivs,
         Barrier::NotDumpable,
         Barrier::Rlimits,
+        Barrier::InheritedFds,
         Barrier::LandlockFs,
         Barrier::LandlockNet,
         Barrier::LandlockScope,
         Barrier::Namespaces,
+        Barrier::Seccomp,
+    ];
+
+    /// Every barrier of the engine zygote and its workers, in the order they apply
+    /// (`crate::worker`): namespaces and the empty root before landlock, which forbids mounts.
+    pub const ENGINE_WORKER: [Barrier; 11] = [
+        Barrier::NoNewPrivs,
+        Barrier::NotDumpable,
+        Barrier::Rlimits,
+        Barrier::InheritedFds,
+        Barrier::Namespaces,
+        Barrier::MountNamespace,
+        Barrier::PidNamespace,
+        Barrier::LandlockFs,
+        Barrier::LandlockNet,
+        Barrier::LandlockScope,
         Barrier::Seccomp,
     ];
 
@@ -93,10 +143,13 @@ impl Barrier {
             Barrier::NoNewPrivs => "no_new_privs",
             Barrier::NotDumpable => "not_dumpable",
             Barrier::Rlimits => "rlimits",
+            Barrier::InheritedFds => "inherited_fds",
             Barrier::LandlockFs => "landlock_fs",
             Barrier::LandlockNet => "landlock_net",
             Barrier::LandlockScope => "landlock_scope",
             Barrier::Namespaces => "namespaces",
+            Barrier::MountNamespace => "mount_ns",
+            Barrier::PidNamespace => "pid_ns",
             Barrier::Seccomp => "seccomp",
         }
     }
@@ -139,6 +192,13 @@ pub struct SandboxStatus {
     pub landlock_abi: u32,
     /// SHA-256 of the embedded seccomp BPF programs (what the allow-list compiled to).
     pub seccomp_filter_sha256: [u8; 32],
+    /// Which process this describes.
+    pub role: Role,
+    /// The address-space cap in MiB, if any (`RLIMIT_AS`).
+    pub address_space_mb: Option<u64>,
+    /// The engine worker's own status line ([`Role::EngineWorker`]'s `describe`), as its zygote
+    /// reported it when it locked down; part of the broker's line.
+    pub worker: Option<String>,
     locked: bool,
     in_force: Vec<Barrier>,
 }
@@ -150,7 +210,24 @@ impl SandboxStatus {
             mode,
             landlock_abi: 0,
             seccomp_filter_sha256: seccomp::filter_sha256(),
+            role: Role::Broker,
+            address_space_mb: None,
+            worker: None,
             locked: false,
+            in_force: Vec::new(),
+        }
+    }
+
+    /// The status of an engine process about to lock down (nothing in force yet).
+    pub(crate) fn engine(mode: SandboxMode, address_space_mb: u64) -> SandboxStatus {
+        SandboxStatus {
+            mode,
+            landlock_abi: 0,
+            seccomp_filter_sha256: seccomp::engine_filter_sha256(),
+            role: Role::EngineWorker,
+            address_space_mb: Some(address_space_mb),
+            worker: None,
+            locked: true,
             in_force: Vec::new(),
         }
     }
@@ -160,9 +237,9 @@ impl SandboxStatus {
         self.in_force.contains(&barrier)
     }
 
-    /// Whether every barrier is in force.
+    /// Whether every barrier of this process's role is in force.
     pub fn is_complete(&self) -> bool {
-        Barrier::ALL.iter().all(|b| self.has(*b))
+        self.role.barriers().iter().all(|b| self.has(*b))
     }
 
     /// Whether the seccomp allow-list is installed.
@@ -172,7 +249,8 @@ impl SandboxStatus {
 
     /// The barriers that are not in force.
     pub fn missing(&self) -> Vec<Barrier> {
-        Barrier::ALL
+        self.role
+            .barriers()
             .iter()
             .copied()
             .filter(|b| !self.has(*b))
@@ -180,19 +258,25 @@ impl SandboxStatus {
     }
 
     /// One stable line for logs and for binding into attestation evidence:
-    /// `enforce: sandbox/v1 no_new_privs=on not_dumpable=on rlimits=on landlock_abi=7
-    /// landlock_fs=on landlock_net=on landlock_scope=on namespaces=on seccomp=on
-    /// seccomp_filter=<64 hex>`.
+    /// `enforce: sandbox/v1 no_new_privs=on not_dumpable=on rlimits=on inherited_fds=on
+    /// landlock_abi=7 landlock_fs=on landlock_net=on landlock_scope=on namespaces=on seccomp=on
+    /// seccomp_filter=<64 hex>; worker/v1 no_new_privs=on … mount_ns=on pid_ns=on … seccomp=on
+    /// seccomp_filter=<64 hex> address_space_mb=N`.
     ///
-    /// It starts with the mode (`enforce` or `best-effort`; an `enforce` status exists only when
-    /// every barrier is in force), or is exactly `none` before lock-down. Keys keep this order;
-    /// values are `on`/`off`, integers or lowercase hex.
+    /// The broker's line starts with the mode (`enforce` or `best-effort`; an `enforce` status
+    /// exists only when every barrier of both processes is in force), or is exactly `none` before
+    /// lock-down; after `; ` comes the engine worker's line (its own barriers and filter), once
+    /// the worker has locked down. Keys keep this order; values are `on`/`off`, integers or
+    /// lowercase hex.
     pub fn describe(&self) -> String {
         if !self.locked {
             return "none".to_string();
         }
-        let mut s = format!("{}: sandbox/v1", self.mode.as_str());
-        for b in Barrier::ALL {
+        let mut s = match self.role {
+            Role::Broker => format!("{}: sandbox/v1", self.mode.as_str()),
+            Role::EngineWorker => "worker/v1".to_string(),
+        };
+        for &b in self.role.barriers() {
             if b == Barrier::LandlockFs {
                 s.push_str(&format!(" landlock_abi={}", self.landlock_abi));
             }
@@ -203,10 +287,17 @@ impl SandboxStatus {
             " seccomp_filter={}",
             hex::encode(self.seccomp_filter_sha256)
         ));
+        if let Some(mb) = self.address_space_mb {
+            s.push_str(&format!(" address_space_mb={mb}"));
+        }
+        if let Some(worker) = &self.worker {
+            s.push_str("; ");
+            s.push_str(worker);
+        }
         s
     }
 
-    fn record(
+    pub(crate) fn record(
         &mut self,
         barrier: Barrier,
         result: Result<(), SandboxError>,
@@ -254,7 +345,14 @@ pub fn lock_down(plan: &SandboxPlan) -> Result<SandboxStatus, SandboxError> {
     status.locked = true;
     status.record(Barrier::NoNewPrivs, limits::no_new_privs())?;
     status.record(Barrier::NotDumpable, limits::not_dumpable())?;
-    status.record(Barrier::Rlimits, limits::rlimits(plan.max_open_files))?;
+    status.address_space_mb = plan.address_space_mb;
+    status.record(
+        Barrier::Rlimits,
+        limits::rlimits(plan.max_open_files, plan.address_space_mb),
+    )?;
+    // Descriptors opened by this program carry FD_CLOEXEC (std opens everything so); the ones
+    // without it were inherited across the exec that started us, and none of them is needed.
+    status.record(Barrier::InheritedFds, limits::close_inherited_fds(&[]))?;
     let ll = landlock::restrict(plan)?;
     status.landlock_abi = ll.abi;
     for (barrier, result) in ll.results {
@@ -270,7 +368,7 @@ pub fn lock_down(plan: &SandboxPlan) -> Result<SandboxStatus, SandboxError> {
 /// symbolises a backtrace when `RUST_BACKTRACE` is set, which calls `getcwd` and `readlink` and
 /// opens the executable: the allow-list refuses those, so a panic the runtime would catch (a
 /// request becomes an `internal` error) would instead kill the enclave.
-fn quiet_panics() {
+pub(crate) fn quiet_panics() {
     std::panic::set_hook(Box::new(|info| {
         let location = info
             .location()
@@ -307,12 +405,32 @@ mod tests {
         assert_eq!(
             s.describe(),
             format!(
-                "enforce: sandbox/v1 no_new_privs=on not_dumpable=on rlimits=on landlock_abi=7 \
-                 landlock_fs=on landlock_net=on landlock_scope=on namespaces=on seccomp=on \
-                 seccomp_filter={}",
+                "enforce: sandbox/v1 no_new_privs=on not_dumpable=on rlimits=on inherited_fds=on \
+                 landlock_abi=7 landlock_fs=on landlock_net=on landlock_scope=on namespaces=on \
+                 seccomp=on seccomp_filter={}",
                 "ab".repeat(32)
             )
         );
+        // With the engine worker's line, as the broker binds it.
+        let mut w = SandboxStatus::engine(SandboxMode::Enforce, 4096);
+        w.landlock_abi = 7;
+        w.seccomp_filter_sha256 = [0xcd; 32];
+        w.in_force = Barrier::ENGINE_WORKER.to_vec();
+        assert!(w.is_complete());
+        assert_eq!(
+            w.describe(),
+            format!(
+                "worker/v1 no_new_privs=on not_dumpable=on rlimits=on inherited_fds=on \
+                 namespaces=on mount_ns=on pid_ns=on landlock_abi=7 landlock_fs=on \
+                 landlock_net=on landlock_scope=on seccomp=on seccomp_filter={} \
+                 address_space_mb=4096",
+                "cd".repeat(32)
+            )
+        );
+        s.worker = Some(w.describe());
+        assert!(s.describe().contains("seccomp_filter=abab"));
+        assert!(s.describe().contains("; worker/v1 no_new_privs=on "));
+        s.worker = None;
         s.mode = SandboxMode::BestEffort;
         s.in_force.retain(|b| *b != Barrier::LandlockNet);
         let d = s.describe();
@@ -348,6 +466,53 @@ mod tests {
             assert!(
                 !names.iter().any(|n| n == forbidden),
                 "{forbidden} is allowed"
+            );
+        }
+        // The engine worker: no file system, no network, no processes, no signals at all.
+        let worker = seccomp::engine_allowed_syscalls("engine_worker");
+        assert!(worker.len() > 10, "{worker:?}");
+        for forbidden in [
+            "open",
+            "openat",
+            "openat2",
+            "socket",
+            "connect",
+            "bind",
+            "sendmsg",
+            "recvmsg",
+            "execve",
+            "execveat",
+            "clone",
+            "clone3",
+            "fork",
+            "vfork",
+            "ptrace",
+            "mount",
+            "kill",
+            "process_vm_readv",
+            "process_vm_writev",
+            "seccomp",
+            "prctl",
+            "unshare",
+            "setns",
+            "statx",
+            "newfstatat",
+            "dup3",
+            "close_range",
+            "wait4",
+        ] {
+            assert!(
+                !worker.iter().any(|n| n == forbidden),
+                "{forbidden} is allowed in the engine worker"
+            );
+        }
+        let zygote = seccomp::engine_allowed_syscalls("engine_zygote");
+        for forbidden in [
+            "open", "openat", "socket", "connect", "execve", "ptrace", "mount",
+        ] {
+            assert!(
+                !zygote.iter().any(|n| n == forbidden),
+                "{forbidden} is allowed in the engine zygote"
             );
         }
         if cfg!(target_arch = "x86_64") {

@@ -13,6 +13,12 @@
 //! `enclave_clone3`, which makes `clone3` fail with `ENOSYS` (its flags are behind a pointer the
 //! filter cannot read, and glibc then falls back to `clone`), then the allow-list itself, which
 //! also forbids installing anything after it.
+//!
+//! The engine's processes have their own, tighter lists in `policies/seccomp/engine-worker.json`:
+//! `engine_zygote` (the process that forks one worker per request: no open, no socket, no exec;
+//! `fork`, `wait4` and `kill(SIGKILL)` of its own workers) and `engine_worker`, stacked on top in
+//! each forked worker (read and write on its channel, memory, exit: nothing else; no executable
+//! memory in either).
 
 use seccompiler::{sock_filter, BpfProgram};
 use sha2::{Digest, Sha256};
@@ -22,6 +28,15 @@ use super::{Barrier, SandboxError};
 static ALLOW_LIST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_enclave.bpf"));
 static CLONE3_ENOSYS: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_enclave_clone3.bpf"));
+
+static ENGINE_ZYGOTE: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_engine_zygote.bpf"));
+static ENGINE_WORKER: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_engine_worker.bpf"));
+
+/// The engine processes' allow-lists as reviewed, for reports and tests.
+pub const ENGINE_ALLOW_LIST_JSON: &str =
+    include_str!("../../../policies/seccomp/engine-worker.json");
 
 /// The allow-list as reviewed, for reports.
 pub const ALLOW_LIST_JSON: &str = include_str!("../../../policies/seccomp/enclave.json");
@@ -47,10 +62,28 @@ pub fn filter_sha256() -> [u8; 32] {
     h.finalize().into()
 }
 
+/// SHA-256 over both embedded engine programs (zygote first): names the workers' exact filter.
+pub fn engine_filter_sha256() -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update((ENGINE_ZYGOTE.len() as u64).to_le_bytes());
+    h.update(ENGINE_ZYGOTE);
+    h.update(ENGINE_WORKER);
+    h.finalize().into()
+}
+
 /// The system calls the allow-list names (sorted, without repeats).
 pub fn allowed_syscalls() -> Vec<String> {
-    let doc: serde_json::Value = serde_json::from_str(ALLOW_LIST_JSON).unwrap_or_default();
-    let mut names: Vec<String> = doc["enclave"]["filter"]
+    syscalls_of(ALLOW_LIST_JSON, "enclave")
+}
+
+/// The system calls the engine filter `name` (`engine_zygote` or `engine_worker`) names.
+pub fn engine_allowed_syscalls(name: &str) -> Vec<String> {
+    syscalls_of(ENGINE_ALLOW_LIST_JSON, name)
+}
+
+fn syscalls_of(json: &str, filter: &str) -> Vec<String> {
+    let doc: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+    let mut names: Vec<String> = doc[filter]["filter"]
         .as_array()
         .map(|rules| {
             rules
@@ -82,4 +115,31 @@ pub fn install() -> Result<(), SandboxError> {
             .map_err(|e| SandboxError::new(Barrier::Seccomp, format!("install {name}: {e}")))?;
     }
     Ok(())
+}
+
+fn install_one(name: &str, bytes: &[u8]) -> Result<(), SandboxError> {
+    let prog = decode(bytes);
+    if prog.is_empty() {
+        return Err(SandboxError::new(
+            Barrier::Seccomp,
+            format!(
+                "this build has no seccomp allow-list for {}",
+                std::env::consts::ARCH
+            ),
+        ));
+    }
+    // The engine processes are single-threaded: the calling thread is the whole process.
+    seccompiler::apply_filter(&prog)
+        .map_err(|e| SandboxError::new(Barrier::Seccomp, format!("install {name}: {e}")))
+}
+
+/// Installs `engine_zygote` on the (single-threaded) engine zygote.
+pub fn install_engine_zygote() -> Result<(), SandboxError> {
+    install_one("engine_zygote", ENGINE_ZYGOTE)
+}
+
+/// Stacks `engine_worker` on a freshly forked engine worker (which already carries
+/// `engine_zygote`; the kernel applies the stricter answer of the two).
+pub fn install_engine_worker() -> Result<(), SandboxError> {
+    install_one("engine_worker", ENGINE_WORKER)
 }

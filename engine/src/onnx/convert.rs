@@ -16,32 +16,37 @@ use crate::shape::{dims_from_i64, numel};
 use crate::tensor::{Tensor, TensorData};
 use crate::types::{Dim, ValueInfo};
 
-/// Converts a `TensorProto` (an initializer or a tensor attribute) into a [`Tensor`].
+/// Converts a `TensorProto` (an initializer, a tensor attribute or a test-data file) into a
+/// [`Tensor`]. Errors are wrapped in [`EngineError::Tensor`], naming the tensor. The declared
+/// dims are checked (overflow, [`MAX_TENSOR_ELEMENTS`](crate::shape::MAX_TENSOR_ELEMENTS)) and
+/// compared with the data actually present before anything is allocated.
 pub(crate) fn tensor_from_proto(t: &TensorProto) -> Result<Tensor> {
-    let name = t.name.as_deref().unwrap_or("");
+    decode_tensor_proto(t).map_err(|e| EngineError::Tensor {
+        tensor: t.name.clone().unwrap_or_default(),
+        source: Box::new(e),
+    })
+}
+
+fn decode_tensor_proto(t: &TensorProto) -> Result<Tensor> {
     if t.data_location == Some(data_location::EXTERNAL) || !t.external_data.is_empty() {
-        return Err(EngineError::UnsupportedFeature(format!(
-            "tensor {name:?} uses external data"
-        )));
+        return Err(EngineError::UnsupportedFeature("external data".into()));
     }
     if t.segment.is_some() {
-        return Err(EngineError::UnsupportedFeature(format!(
-            "tensor {name:?} is a segment"
-        )));
+        return Err(EngineError::UnsupportedFeature("tensor segments".into()));
     }
     let dtype = DType::from_onnx(t.data_type.unwrap_or(0))?;
     let shape = dims_from_i64(&t.dims)?;
     let n = numel(&shape)?;
     let bad_len = |got: usize| {
         EngineError::InvalidModel(format!(
-            "tensor {name:?}: shape {shape:?} needs {n} elements, data holds {got}"
+            "shape {shape:?} needs {n} elements, data holds {got}"
         ))
     };
 
     let data = if let Some(b) = crate::lowp::bits(dtype) {
         let packed: Vec<u8> = match &t.raw_data {
             Some(raw) => raw.clone(),
-            None => narrow_int32::<u8>(name, &t.int32_data)?,
+            None => narrow_int32::<u8>(&t.int32_data)?,
         };
         let want = crate::lowp::packed_len(dtype, n);
         let got = packed.len();
@@ -58,9 +63,7 @@ pub(crate) fn tensor_from_proto(t: &TensorProto) -> Result<Tensor> {
             .iter()
             .map(|b| String::from_utf8(b.clone()))
             .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|_| {
-                EngineError::InvalidModel(format!("tensor {name:?}: string is not UTF-8"))
-            })?;
+            .map_err(|_| EngineError::InvalidModel("string is not UTF-8".into()))?;
         if v.len() != n {
             return Err(bad_len(v.len()));
         }
@@ -77,20 +80,20 @@ pub(crate) fn tensor_from_proto(t: &TensorProto) -> Result<Tensor> {
             DType::F64 => TensorData::F64(t.double_data.clone()),
             DType::I64 => TensorData::I64(t.int64_data.clone()),
             DType::I32 => TensorData::I32(t.int32_data.clone()),
-            DType::I8 => TensorData::I8(narrow_int32(name, &t.int32_data)?),
-            DType::U8 => TensorData::U8(narrow_int32(name, &t.int32_data)?),
+            DType::I8 => TensorData::I8(narrow_int32(&t.int32_data)?),
+            DType::U8 => TensorData::U8(narrow_int32(&t.int32_data)?),
             DType::Bool => TensorData::Bool(t.int32_data.iter().map(|&v| v != 0).collect()),
-            DType::I16 => TensorData::I16(narrow_int32(name, &t.int32_data)?),
-            DType::U16 => TensorData::U16(narrow_int32(name, &t.int32_data)?),
+            DType::I16 => TensorData::I16(narrow_int32(&t.int32_data)?),
+            DType::U16 => TensorData::U16(narrow_int32(&t.int32_data)?),
             // 16-bit floats travel as their bit patterns in `int32_data`.
             DType::F16 => TensorData::F16(
-                narrow_int32::<u16>(name, &t.int32_data)?
+                narrow_int32::<u16>(&t.int32_data)?
                     .into_iter()
                     .map(half::f16::from_bits)
                     .collect(),
             ),
             DType::BF16 => TensorData::BF16(
-                narrow_int32::<u16>(name, &t.int32_data)?
+                narrow_int32::<u16>(&t.int32_data)?
                     .into_iter()
                     .map(half::bf16::from_bits)
                     .collect(),
@@ -100,9 +103,7 @@ pub(crate) fn tensor_from_proto(t: &TensorProto) -> Result<Tensor> {
                     .iter()
                     .map(|&x| {
                         u32::try_from(x).map_err(|_| {
-                            EngineError::InvalidModel(format!(
-                                "tensor {name:?}: value {x} out of range"
-                            ))
+                            EngineError::InvalidModel(format!("value {x} out of range for {dtype}"))
                         })
                     })
                     .collect::<Result<_>>()?,
@@ -118,12 +119,10 @@ pub(crate) fn tensor_from_proto(t: &TensorProto) -> Result<Tensor> {
     Tensor::new(shape, data)
 }
 
-fn narrow_int32<T: TryFrom<i32>>(name: &str, v: &[i32]) -> Result<Vec<T>> {
+fn narrow_int32<T: TryFrom<i32>>(v: &[i32]) -> Result<Vec<T>> {
     v.iter()
         .map(|&x| {
-            T::try_from(x).map_err(|_| {
-                EngineError::InvalidModel(format!("tensor {name:?}: value {x} out of range"))
-            })
+            T::try_from(x).map_err(|_| EngineError::InvalidModel(format!("value {x} out of range")))
         })
         .collect()
 }
@@ -332,30 +331,30 @@ mod tests {
         let mut t = proto(DType::F32, vec![3]);
         t.raw_data = Some(vec![0u8; 8]);
         assert!(matches!(
-            tensor_from_proto(&t),
-            Err(EngineError::InvalidModel(_))
+            tensor_from_proto(&t).unwrap_err().root(),
+            EngineError::InvalidModel(_)
         ));
         let mut t = proto(DType::F32, vec![i64::MAX, i64::MAX]);
         t.raw_data = Some(vec![]);
         assert!(matches!(
-            tensor_from_proto(&t),
-            Err(EngineError::TensorTooLarge(_))
+            tensor_from_proto(&t).unwrap_err().root(),
+            EngineError::TensorTooLarge(_)
         ));
         let t = proto(DType::F32, vec![-1]);
         assert!(tensor_from_proto(&t).is_err());
         let mut t = proto(DType::F32, vec![1]);
         t.data_location = Some(data_location::EXTERNAL);
         assert!(matches!(
-            tensor_from_proto(&t),
-            Err(EngineError::UnsupportedFeature(_))
+            tensor_from_proto(&t).unwrap_err().root(),
+            EngineError::UnsupportedFeature(_)
         ));
         let t = TensorProto {
             data_type: Some(27), // beyond the known codes
             ..Default::default()
         };
         assert!(matches!(
-            tensor_from_proto(&t),
-            Err(EngineError::UnsupportedDtype(27))
+            tensor_from_proto(&t).unwrap_err().root(),
+            EngineError::UnsupportedDtype(27)
         ));
     }
 }

@@ -990,24 +990,28 @@ impl Operator for ConstantOfShape {
 #[derive(Debug, Clone, Default)]
 pub struct Range;
 
-fn range<T: Convert>(s: &Tensor, l: &Tensor, d: &Tensor) -> Result<Tensor> {
+/// The scalar inputs of `Range` as `T`.
+fn range_args<T: Convert>(s: &Tensor, l: &Tensor, d: &Tensor) -> Result<(T, T, T)> {
     let one = |t: &Tensor| -> Result<T> {
         t.as_slice::<T>()
             .filter(|v| v.len() == 1)
             .map(|v| v[0])
             .ok_or_else(|| EngineError::operand("Range", "inputs must be scalars of one dtype"))
     };
-    let (s, l, d) = (one(s)?, one(l)?, one(d)?);
-    if T::FLOAT {
+    Ok((one(s)?, one(l)?, one(d)?))
+}
+
+/// The number of elements `Range` produces, checked against the tensor size limit before
+/// anything is allocated (and computable at load time from constant inputs).
+fn range_len<T: Convert>(s: &Tensor, l: &Tensor, d: &Tensor) -> Result<usize> {
+    let (s, l, d) = range_args::<T>(s, l, d)?;
+    let n = if T::FLOAT {
         let (s, l, d) = (s.to_f64(), l.to_f64(), d.to_f64());
         let n = ((l - s) / d).ceil();
         if !n.is_finite() && n > 0.0 {
             return Err(EngineError::operand("Range", "infinite range"));
         }
-        let n = n.max(0.0) as usize;
-        numel(&[n])?;
-        let v = (0..n).map(|i| T::from_f64(s + i as f64 * d)).collect();
-        Tensor::from_vec(vec![n], v)
+        n.max(0.0) as usize
     } else {
         let (s, l, d) = (s.to_i128(), l.to_i128(), d.to_i128());
         if d == 0 {
@@ -1019,8 +1023,21 @@ fn range<T: Convert>(s: &Tensor, l: &Tensor, d: &Tensor) -> Result<Tensor> {
         } else {
             (span.abs() + d.abs() - 1) / d.abs()
         };
-        let n = usize::try_from(n).map_err(|_| EngineError::operand("Range", "too long"))?;
-        numel(&[n])?;
+        usize::try_from(n).map_err(|_| EngineError::operand("Range", "too long"))?
+    };
+    numel(&[n])?;
+    Ok(n)
+}
+
+fn range<T: Convert>(s: &Tensor, l: &Tensor, d: &Tensor) -> Result<Tensor> {
+    let n = range_len::<T>(s, l, d)?;
+    let (s, _, d) = range_args::<T>(s, l, d)?;
+    if T::FLOAT {
+        let (s, d) = (s.to_f64(), d.to_f64());
+        let v = (0..n).map(|i| T::from_f64(s + i as f64 * d)).collect();
+        Tensor::from_vec(vec![n], v)
+    } else {
+        let (s, d) = (s.to_i128(), d.to_i128());
         let v = (0..n).map(|i| T::from_i128(s + i as i128 * d)).collect();
         Tensor::from_vec(vec![n], v)
     }
@@ -1037,7 +1054,15 @@ impl Operator for Range {
         if !dtype.is_numeric() {
             return Err(unsupported_dtype("Range", dtype));
         }
-        Ok(vec![TypeShape::new(dtype, vec![Dim::unknown()])])
+        // With constant inputs the length is known (and checked) without evaluating.
+        let len = match (&inputs[0].value, &inputs[1].value, &inputs[2].value) {
+            (Some(s), Some(l), Some(d)) => {
+                Dim::Fixed(dispatch_numeric!(dtype, T => range_len::<T>(s, l, d)?,
+                other => return Err(unsupported_dtype("Range", other))))
+            }
+            _ => Dim::unknown(),
+        };
+        Ok(vec![TypeShape::new(dtype, vec![len])])
     }
 
     fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {

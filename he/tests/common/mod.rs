@@ -1,5 +1,5 @@
-//! Shared fixtures: the committed digits program and held-out rows, and one key pair per
-//! test binary (key generation takes seconds).
+//! Shared fixtures: the committed programs and held-out rows, and one key pair per test
+//! binary (key generation takes seconds).
 
 #![allow(dead_code)]
 
@@ -14,8 +14,10 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-pub fn program() -> Program {
-    Program::load(&repo().join("models/digits-he/program.json")).expect("committed program loads")
+/// `models/<dir>/program.json`.
+pub fn program(dir: &str) -> Program {
+    Program::load(&repo().join("models").join(dir).join("program.json"))
+        .expect("committed program loads")
 }
 
 pub struct Heldout {
@@ -23,8 +25,10 @@ pub struct Heldout {
     pub labels: Vec<i64>,
 }
 
-pub fn heldout() -> Heldout {
-    let text = std::fs::read_to_string(repo().join("models/digits/heldout.json")).unwrap();
+/// Held-out rows of a model directory (`heldout.json`).
+pub fn heldout(dir: &str) -> Heldout {
+    let text =
+        std::fs::read_to_string(repo().join("models").join(dir).join("heldout.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let input = v["input"]
         .as_array()
@@ -45,6 +49,14 @@ pub fn heldout() -> Heldout {
         .map(|x| x.as_i64().unwrap())
         .collect();
     Heldout { input, labels }
+}
+
+/// The held-out rows each model is measured on (the digits models share ../digits).
+pub fn heldout_for(model: &str) -> Heldout {
+    match model {
+        "breast-cancer-lr" => heldout("breast-cancer-lr"),
+        _ => heldout("digits"),
+    }
 }
 
 pub struct Keys {
