@@ -533,7 +533,22 @@ pub fn engine_processes(exe: &Path) -> BTreeMap<u32, Vec<u32>> {
 fn kernel_view(fx: &Fixture) {
     fx.still_serves(); // a spare worker is forked after each job
     let exe = std::env::current_exe().unwrap();
-    let procs = engine_processes(&exe);
+    // A spare worker is forked after each job and stacks its own filter first thing, before it
+    // reads any job; right after the fork it briefly carries only the zygote's filter. Wait
+    // (bounded) until the spare has finished its lock-down, then check everything below.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let procs = loop {
+        let procs = engine_processes(&exe);
+        let spare_locked = procs.iter().any(|(pid, ns)| {
+            ns.len() == 2
+                && ns[1] > 1
+                && status_of(*pid).is_some_and(|st| field(&st, "Seccomp_filters") == Some("2"))
+        });
+        if spare_locked || std::time::Instant::now() > deadline {
+            break procs;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     // The outer zygote (no PID namespace of its own), the namespace's init (NSpid … 1) and at
     // least one spare worker (NSpid … N > 1).
     let init = procs
@@ -542,7 +557,10 @@ fn kernel_view(fx: &Fixture) {
         .unwrap_or_else(|| panic!("no zygote init in {procs:?}"));
     let worker = procs
         .iter()
-        .find(|(_, ns)| ns.len() == 2 && ns[1] > 1)
+        .filter(|(_, ns)| ns.len() == 2 && ns[1] > 1)
+        .max_by_key(|(pid, _)| {
+            status_of(**pid).is_some_and(|st| field(&st, "Seccomp_filters") == Some("2"))
+        })
         .unwrap_or_else(|| panic!("no worker in {procs:?}"));
     let ns = |p: &str, kind: &str| std::fs::read_link(format!("/proc/{p}/ns/{kind}")).unwrap();
     for (pid, filters) in [(init.0, "1"), (worker.0, "2")] {
