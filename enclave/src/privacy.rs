@@ -288,7 +288,6 @@ impl PrivacyState {
         outputs: NamedOutputs,
         charged: Option<&Charged>,
     ) -> Result<(NamedOutputs, Option<PrivacyReceipt>), ApiError> {
-        let internal = |m: String| ApiError::new(ErrorCode::InferenceFailed, m);
         let mechanism = || {
             self.mechanisms
                 .get(&model.id)
@@ -594,9 +593,12 @@ impl PrivacyState {
     }
 }
 
-/// The `[N, K]` int64 votes output.
-fn votes<'a>(outputs: &'a NamedOutputs, name: &str) -> Result<(usize, usize, &'a [i64]), ApiError> {
-    let internal = |m: String| ApiError::new(ErrorCode::InferenceFailed, m);
+/// The named `[N, K]` output of an ensemble (`what` names it in errors): the tensor, N and K.
+fn matrix_output<'a>(
+    outputs: &'a NamedOutputs,
+    name: &str,
+    what: &str,
+) -> Result<(&'a Tensor, usize, usize), ApiError> {
     let t = outputs
         .iter()
         .find(|(n, _)| n == name)
@@ -604,10 +606,21 @@ fn votes<'a>(outputs: &'a NamedOutputs, name: &str) -> Result<(usize, usize, &'a
         .ok_or_else(|| internal(format!("the model has no output \"{name}\"")))?;
     let [rows, k] = *t.shape() else {
         return Err(internal(format!(
-            "votes have shape {:?}, not [N, K]",
+            "{what} have shape {:?}, not [N, K]",
             t.shape()
         )));
     };
+    Ok((t, rows, k))
+}
+
+/// An ensemble output the enclave cannot use: the model, not the request, is at fault.
+fn internal(message: String) -> ApiError {
+    ApiError::new(ErrorCode::InferenceFailed, message)
+}
+
+/// The `[N, K]` int64 votes output.
+fn votes<'a>(outputs: &'a NamedOutputs, name: &str) -> Result<(usize, usize, &'a [i64]), ApiError> {
+    let (t, rows, k) = matrix_output(outputs, name, "votes")?;
     let TensorData::I64(v) = t.data() else {
         return Err(internal("votes are not int64".into()));
     };
@@ -616,18 +629,7 @@ fn votes<'a>(outputs: &'a NamedOutputs, name: &str) -> Result<(usize, usize, &'a
 
 /// The `[N, K]` float predictions output, as f64.
 fn floats(outputs: &NamedOutputs, name: &str) -> Result<(usize, usize, Vec<f64>), ApiError> {
-    let internal = |m: String| ApiError::new(ErrorCode::InferenceFailed, m);
-    let t = outputs
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, t)| t)
-        .ok_or_else(|| internal(format!("the model has no output \"{name}\"")))?;
-    let [rows, k] = *t.shape() else {
-        return Err(internal(format!(
-            "predictions have shape {:?}, not [N, K]",
-            t.shape()
-        )));
-    };
+    let (t, rows, k) = matrix_output(outputs, name, "predictions")?;
     let v = match t.data() {
         TensorData::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
         TensorData::F64(v) => v.clone(),

@@ -181,21 +181,33 @@ impl Ctx<'_> {
         out
     }
 
+    /// An optional integer that must lie in `min..=max`; out of range is an error at its span
+    /// (the value is still returned so validation can go on and report every problem).
+    fn ranged(
+        &self,
+        v: Option<&Spanned<u64>>,
+        field: &'static str,
+        (min, max): (u64, u64),
+        errors: &mut Vec<PolicyError>,
+    ) -> Option<u64> {
+        v.map(|v| {
+            let n = *v.get_ref();
+            if !(min..=max).contains(&n) {
+                errors.push(PolicyError::OutOfRange {
+                    at: self.at(&v.span()),
+                    field,
+                    min,
+                    max,
+                });
+            }
+            n
+        })
+    }
+
     fn sandbox(&self, raw: &RawPolicy, errors: &mut Vec<PolicyError>) -> Sandbox {
         let s = raw.sandbox.as_ref();
-        let mut ranged = |v: Option<&Spanned<u64>>, field: &'static str, (min, max): (u64, u64)| {
-            v.map(|v| {
-                let n = *v.get_ref();
-                if !(min..=max).contains(&n) {
-                    errors.push(PolicyError::OutOfRange {
-                        at: self.at(&v.span()),
-                        field,
-                        min,
-                        max,
-                    });
-                }
-                n
-            })
+        let mut ranged = |v: Option<&Spanned<u64>>, field: &'static str, range: (u64, u64)| {
+            self.ranged(v, field, range, errors)
         };
         Sandbox {
             mode: s
@@ -223,19 +235,8 @@ impl Ctx<'_> {
 
     fn audit(&self, raw: &RawPolicy, errors: &mut Vec<PolicyError>) -> AuditSettings {
         let a = raw.audit.as_ref();
-        let mut ranged = |v: Option<&Spanned<u64>>, field: &'static str, (min, max): (u64, u64)| {
-            v.map(|v| {
-                let n = *v.get_ref();
-                if !(min..=max).contains(&n) {
-                    errors.push(PolicyError::OutOfRange {
-                        at: self.at(&v.span()),
-                        field,
-                        min,
-                        max,
-                    });
-                }
-                n
-            })
+        let mut ranged = |v: Option<&Spanned<u64>>, field: &'static str, range: (u64, u64)| {
+            self.ranged(v, field, range, errors)
         };
         AuditSettings {
             segment_max_bytes: ranged(
