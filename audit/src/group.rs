@@ -164,6 +164,7 @@ mod tests {
             output_digest: None,
             privacy: None,
             latency_us: 0,
+            homomorphic: None,
         }
     }
 

@@ -46,7 +46,7 @@ pub use log::{
     VerifyReport, VerifySummary,
 };
 pub use proof::{ConsistencyProof, InclusionProof, ProofError};
-pub use record::{keyed_digest, AuditRecord, Outcome, PrivacyCharge, GENESIS_PREV};
+pub use record::{keyed_digest, AuditRecord, HomomorphicUse, Outcome, PrivacyCharge, GENESIS_PREV};
 pub use retention::{Anchor, Pruned, RetentionStatement, Rotation};
 
 /// Everything that can go wrong reading or writing the audit log.

@@ -79,6 +79,23 @@ pub struct AuditRecord {
     pub privacy: Option<PrivacyCharge>,
     /// Time spent in the enclave, microseconds.
     pub latency_us: u64,
+    /// For a request served in homomorphic mode: the key used, and that the input was never
+    /// decrypted. Absent otherwise (and absent from the canonical form, so records written
+    /// before the field existed keep their hashes).
+    pub homomorphic: Option<HomomorphicUse>,
+}
+
+/// The homomorphic side of a decision: which of the tenant's TFHE server keys was used, and the
+/// statement that the enclave computed on ciphertexts only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HomomorphicUse {
+    /// Hex SHA-256 of the tenant's compressed server key.
+    pub key_id: String,
+    /// Always true for a homomorphic record: the input stayed encrypted under the client's key.
+    pub input_never_decrypted: bool,
+    /// Programmable bootstraps performed (0 for key uploads and program queries).
+    pub bootstraps: u64,
 }
 
 /// The differential-privacy side of a decision: the mechanism and the charge, never the noise.
@@ -118,6 +135,8 @@ struct Canonical<'a> {
     output_digest: Option<&'a str>,
     privacy: Option<&'a PrivacyCharge>,
     latency_us: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    homomorphic: Option<&'a HomomorphicUse>,
 }
 
 /// A line as stored, for parsing. Unknown or duplicate members are refused.
@@ -136,6 +155,8 @@ pub(crate) struct StoredEntry {
     pub output_digest: Option<String>,
     pub privacy: Option<PrivacyCharge>,
     pub latency_us: u64,
+    #[serde(default)]
+    pub homomorphic: Option<HomomorphicUse>,
     pub prev: String,
     pub hash: String,
 }
@@ -154,6 +175,7 @@ impl StoredEntry {
             output_digest: self.output_digest,
             privacy: self.privacy,
             latency_us: self.latency_us,
+            homomorphic: self.homomorphic,
         };
         (self.index, record, self.prev, self.hash)
     }
@@ -175,6 +197,7 @@ impl AuditRecord {
             output_digest: self.output_digest.as_deref(),
             privacy: self.privacy.as_ref(),
             latency_us: self.latency_us,
+            homomorphic: self.homomorphic.as_ref(),
         })
     }
 }
@@ -298,7 +321,27 @@ mod tests {
             output_digest: None,
             privacy: None,
             latency_us: 42,
+            homomorphic: None,
         }
+    }
+
+    #[test]
+    fn a_homomorphic_record_round_trips_and_other_records_keep_their_form() {
+        let plain = sample();
+        let line = encode_line(&plain, 0, &GENESIS_PREV).unwrap().0;
+        assert!(!String::from_utf8_lossy(&line).contains("homomorphic"));
+        let mut he = sample();
+        he.homomorphic = Some(HomomorphicUse {
+            key_id: "cd".repeat(32),
+            input_never_decrypted: true,
+            bootstraps: 80,
+        });
+        let line = encode_line(&he, 3, &GENESIS_PREV).unwrap().0;
+        let text = String::from_utf8(line.clone()).unwrap();
+        assert!(text.contains("\"homomorphic\":{\"key_id\":"), "{text}");
+        let parsed = parse_entry_line(&line[..line.len() - 1]).unwrap();
+        assert_eq!(parsed.record, he);
+        assert_eq!(parsed.index, 3);
     }
 
     #[test]

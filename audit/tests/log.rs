@@ -28,6 +28,7 @@ fn record(i: u64) -> AuditRecord {
         output_digest: Some(keyed_digest(&KEY, format!("output {i}").as_bytes())),
         privacy: None,
         latency_us: 1000 + i,
+        homomorphic: None,
     }
 }
 

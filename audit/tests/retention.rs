@@ -32,6 +32,7 @@ fn record(i: u64, time: u64) -> AuditRecord {
         output_digest: None,
         privacy: None,
         latency_us: 10,
+        homomorphic: None,
     }
 }
 

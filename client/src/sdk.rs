@@ -178,7 +178,7 @@ impl Client {
             Some((evidence.clone(), Instant::now()));
     }
 
-    fn forget(&self) {
+    pub(crate) fn forget(&self) {
         *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
@@ -286,7 +286,7 @@ impl Client {
 
     /// Sends sealed bytes through the gateway and opens the answer; a sealed error becomes
     /// [`ClientError::Enclave`].
-    async fn send_sealed(
+    pub(crate) async fn send_sealed(
         &self,
         sealed: Vec<u8>,
         pending: cloister_seal::client::PendingResponse,

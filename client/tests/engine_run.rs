@@ -4,7 +4,7 @@
 //!
 //! Each run's JSON output must carry the model's output names, dtypes and shapes and the values
 //! the engine library computes for the same input (parity of those values with onnxruntime is
-//! `engine/tests/parity.rs`'s job).
+//! `engine/tests/parity.rs`'s job). MiniLM also runs with its weights as ONNX external data.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -170,6 +170,41 @@ fn runs_minilm_on_token_ids() {
     assert_eq!(e.len(), 384);
     let norm = e.iter().map(|x| x * x).sum::<f64>().sqrt();
     assert!((norm - 1.0).abs() < 1e-4, "unit-length embedding: {norm}");
+}
+
+#[test]
+fn runs_minilm_with_external_data() {
+    // The same MiniLM with its weights in model.onnx.data (ONNX external data, memory-mapped by
+    // the engine): the CLI gives the outputs the library gives for the inline model.
+    let inline = generated().join("minilm/model.onnx");
+    let tmp = tempfile::tempdir().unwrap();
+    let minilm = root().join("scripts/export_minilm.py");
+    python(&[
+        &minilm,
+        Path::new("--out"),
+        tmp.path(),
+        Path::new("--external-data"),
+    ]);
+    let model = tmp.path().join("model.onnx");
+    assert!(tmp.path().join("model.onnx.data").exists());
+    assert!(std::fs::metadata(&model).unwrap().len() < 1 << 20);
+    let ids = [101i64, 7592, 2088, 102];
+    let input = json!({
+        "input_ids": [ids],
+        "attention_mask": [[1, 1, 1, 1]],
+        "token_type_ids": [[0, 0, 0, 0]],
+    });
+    let doc = run_cli(&model, &input, false);
+    let i64s = |v: &[i64]| Tensor::from_i64(vec![1, 4], v.to_vec()).unwrap();
+    let want = Model::load(&inline)
+        .unwrap()
+        .run(vec![
+            ("input_ids".into(), i64s(&ids)),
+            ("attention_mask".into(), i64s(&[1; 4])),
+            ("token_type_ids".into(), i64s(&[0; 4])),
+        ])
+        .unwrap();
+    assert_same(&doc, &want);
 }
 
 #[test]

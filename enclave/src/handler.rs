@@ -8,9 +8,14 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cloister_audit::{keyed_digest, AuditRecord, Outcome, PrivacyCharge};
+use base64::Engine as _;
+use cloister_audit::{keyed_digest, AuditRecord, HomomorphicUse, Outcome, PrivacyCharge};
 use cloister_protocol::error::{ApiError, ErrorCode};
 use cloister_protocol::frame::{Frame, FrameKind};
+use cloister_protocol::he::{
+    HeInferRequest, HeInferResponse, HeKeyChunk, HeKeyChunkAck, HeProgramRequest,
+    HeProgramResponse, HE_GUARANTEE, HE_INFER_PATH, HE_KEYS_PATH, HE_PROGRAM_PATH,
+};
 use cloister_protocol::inner::{
     AuditCheckpoint, AuditReceipt, BudgetReport, BudgetRequest, InferRequest, InferResponse,
     PrivacyReceipt, BUDGET_PATH,
@@ -36,6 +41,7 @@ struct Context {
     model_sha256: Option<String>,
     input_digest: Option<String>,
     privacy: Option<PrivacyCharge>,
+    homomorphic: Option<HomomorphicUse>,
 }
 
 /// The successful part of an inference, before it is recorded.
@@ -57,6 +63,45 @@ enum Decision {
     Budget(BudgetReport),
     /// A charged request id seen before: its first answer, byte for byte.
     Repeat(Vec<u8>),
+    /// A homomorphic-mode answer: `output` is what the audit record's output digest covers;
+    /// `respond` builds the response body once the record's receipt exists.
+    Receipted {
+        request_id: String,
+        output: Vec<u8>,
+        respond: Box<dyn FnOnce(AuditReceipt) -> Vec<u8>>,
+    },
+}
+
+/// An opened request body, by route.
+enum Body {
+    Infer(InferRequest),
+    Budget(BudgetRequest),
+    HeProgram(HeProgramRequest),
+    HeKey(HeKeyChunk),
+    HeInfer(HeInferRequest),
+}
+
+impl Body {
+    fn parse(path: &str, bytes: &[u8]) -> Result<Body, serde_json::Error> {
+        Ok(match path {
+            BUDGET_PATH => Body::Budget(serde_json::from_slice(bytes)?),
+            HE_PROGRAM_PATH => Body::HeProgram(serde_json::from_slice(bytes)?),
+            HE_KEYS_PATH => Body::HeKey(serde_json::from_slice(bytes)?),
+            HE_INFER_PATH => Body::HeInfer(serde_json::from_slice(bytes)?),
+            _ => Body::Infer(serde_json::from_slice(bytes)?),
+        })
+    }
+
+    /// The request id and the time the client sealed it.
+    fn id_and_time(&self) -> (&str, u64) {
+        match self {
+            Body::Infer(r) => (&r.request_id, r.issued_at_ms),
+            Body::Budget(r) => (&r.request_id, r.issued_at_ms),
+            Body::HeProgram(r) => (&r.request_id, r.issued_at_ms),
+            Body::HeKey(r) => (&r.request_id, r.issued_at_ms),
+            Body::HeInfer(r) => (&r.request_id, r.issued_at_ms),
+        }
+    }
 }
 
 fn now_ms() -> u64 {
@@ -139,6 +184,27 @@ impl Enclave {
                 let digest = keyed_digest(&self.digest_key, &body);
                 match self.record(&ctx, Ok(()), Some(digest), started) {
                     Ok(_) => (200, body),
+                    Err(internal) => (internal.code.http_status(), internal.to_body()),
+                }
+            }
+            Ok(Decision::Receipted {
+                request_id,
+                output,
+                respond,
+            }) => {
+                let digest = keyed_digest(&self.digest_key, &output);
+                match self.record(&ctx, Ok(()), Some(digest), started) {
+                    Ok((index, hash, checkpoint)) => {
+                        let message = AuditReceipt::signed_message(&request_id, index, &hash);
+                        let signature = hex::encode(self.signing.sign(&message).to_bytes());
+                        let receipt = AuditReceipt {
+                            index,
+                            hash,
+                            signature,
+                            checkpoint,
+                        };
+                        (200, respond(receipt))
+                    }
                     Err(internal) => (internal.code.http_status(), internal.to_body()),
                 }
             }
@@ -231,6 +297,7 @@ impl Enclave {
             output_digest,
             privacy: ctx.privacy.clone(),
             latency_us: started.elapsed().as_micros() as u64,
+            homomorphic: ctx.homomorphic.clone(),
         };
         // Group commit: returns once this record (perhaps batched with others) is synced.
         match self.audit.commit_signed(record) {
@@ -279,28 +346,18 @@ impl Enclave {
                 ),
             )
         };
-        let (request, budget_query) = if opened.path == BUDGET_PATH {
-            let b: BudgetRequest = serde_json::from_slice(&opened.body).map_err(malformed)?;
-            let as_infer = InferRequest {
-                request_id: b.request_id,
-                issued_at_ms: b.issued_at_ms,
-                model: String::new(),
-                inputs: BTreeMap::new(),
-            };
-            (as_infer, true)
-        } else {
-            let r: InferRequest = serde_json::from_slice(&opened.body).map_err(malformed)?;
-            (r, false)
-        };
-        if !(16..=64).contains(&request.request_id.len())
-            || !request.request_id.bytes().all(|b| b.is_ascii_hexdigit())
+        let body = Body::parse(opened.path, &opened.body).map_err(malformed)?;
+        let (request_id, issued_at_ms) = body.id_and_time();
+        let request_id = request_id.to_string();
+        if !(16..=64).contains(&request_id.len())
+            || !request_id.bytes().all(|b| b.is_ascii_hexdigit())
         {
             return Err(ApiError::new(
                 ErrorCode::MalformedRequest,
                 "request_id must be 16 to 64 hexadecimal characters",
             ));
         }
-        ctx.request_id = Some(request.request_id.clone());
+        ctx.request_id = Some(request_id.clone());
 
         // The tenant is authenticated by the credential inside the seal.
         let credential = opened.credential.as_deref().ok_or_else(|| {
@@ -320,7 +377,7 @@ impl Enclave {
 
         let verdict = self.replay.lock().unwrap_or_else(|p| p.into_inner()).check(
             &opened.fingerprint,
-            request.issued_at_ms,
+            issued_at_ms,
             now_ms(),
         );
         match verdict {
@@ -351,11 +408,25 @@ impl Enclave {
             ));
         }
 
-        if budget_query {
-            return Ok(Decision::Budget(self.privacy.budget_report(tenant)));
-        }
+        let request = match body {
+            Body::Infer(r) => r,
+            Body::Budget(_) => return Ok(Decision::Budget(self.privacy.budget_report(tenant))),
+            Body::HeProgram(r) => return self.he_program(tenant, r, ctx),
+            Body::HeKey(r) => return self.he_key_chunk(tenant, r, ctx),
+            Body::HeInfer(r) => return self.he_infer(tenant, r, ctx),
+        };
 
         ctx.model = Some(request.model.clone());
+        if self.he.model(&request.model).is_some() {
+            return Err(ApiError::new(
+                ErrorCode::HeModeMismatch,
+                format!(
+                    "model \"{}\" is served only homomorphically: encrypt the input under your \
+                     TFHE key (`cloister infer --he --model {}`)",
+                    request.model, request.model
+                ),
+            ));
+        }
         let loaded = self.models.get(&request.model).ok_or_else(|| {
             let allowed: Vec<&str> = tenant.models.iter().map(String::as_str).collect();
             ApiError::new(
@@ -437,5 +508,191 @@ impl Enclave {
             charged: charged.is_some(),
             privacy,
         }))
+    }
+}
+
+/// The homomorphic routes (`crate::he` holds the programs and keys; these functions apply the
+/// policy and shape the answers).
+impl Enclave {
+    /// The homomorphic model `id` for `tenant`, after the policy's checks.
+    fn he_model_for(
+        &self,
+        tenant: &cloister_policy::Tenant,
+        id: &str,
+        ctx: &mut Context,
+    ) -> Result<&crate::he::HeModel, ApiError> {
+        ctx.model = Some(id.to_string());
+        let model = match self.he.model(id) {
+            Some(m) => m,
+            None if self.models.contains_key(id) => {
+                return Err(ApiError::new(
+                    ErrorCode::HeModeMismatch,
+                    format!(
+                        "model \"{id}\" is not served homomorphically; send plaintext inputs \
+                         (`cloister infer` without --he)"
+                    ),
+                ))
+            }
+            None => {
+                return Err(ApiError::new(
+                    ErrorCode::UnknownModel,
+                    format!("no homomorphic model \"{id}\" is served"),
+                ))
+            }
+        };
+        ctx.model_sha256 = Some(hex::encode(model.sha256));
+        let entry = self.policy.model(id);
+        if !tenant.may_use(id) || !entry.is_some_and(|e| e.he_allows(&tenant.id)) {
+            return Err(ApiError::new(
+                ErrorCode::ModelNotAllowed,
+                format!(
+                    "the policy does not allow tenant \"{}\" to use model \"{id}\" homomorphically",
+                    tenant.id
+                ),
+            ));
+        }
+        Ok(model)
+    }
+
+    fn he_program(
+        &self,
+        tenant: &cloister_policy::Tenant,
+        request: HeProgramRequest,
+        ctx: &mut Context,
+    ) -> Result<Decision, ApiError> {
+        let model = self.he_model_for(tenant, &request.model, ctx)?;
+        let response = HeProgramResponse {
+            request_id: request.request_id.clone(),
+            model: request.model,
+            model_sha256: hex::encode(model.sha256),
+            program: model.text.clone(),
+            audit: placeholder_receipt(),
+        };
+        Ok(Decision::Receipted {
+            request_id: request.request_id,
+            output: model.text.clone().into_bytes(),
+            respond: Box::new(move |audit| {
+                serde_json::to_vec(&HeProgramResponse { audit, ..response }).unwrap_or_default()
+            }),
+        })
+    }
+
+    fn he_key_chunk(
+        &self,
+        tenant: &cloister_policy::Tenant,
+        chunk: HeKeyChunk,
+        ctx: &mut Context,
+    ) -> Result<Decision, ApiError> {
+        let key_id = crate::he::parse_key_id(&chunk.key_id)?;
+        ctx.homomorphic = Some(HomomorphicUse {
+            key_id: hex::encode(key_id),
+            input_never_decrypted: true,
+            bootstraps: 0,
+        });
+        // Only tenants allowed some homomorphic model may store keys.
+        let allowed = self
+            .policy
+            .models
+            .iter()
+            .any(|m| tenant.may_use(&m.id) && m.he_allows(&tenant.id));
+        if !allowed {
+            return Err(ApiError::new(
+                ErrorCode::ModelNotAllowed,
+                format!(
+                    "tenant \"{}\" may not use any homomorphic model, so it cannot store keys",
+                    tenant.id
+                ),
+            ));
+        }
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(chunk.data.as_bytes())
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorCode::MalformedRequest,
+                    format!("the chunk's data is not base64: {e}"),
+                )
+            })?;
+        let outcome =
+            self.he
+                .receive_chunk(&tenant.id, key_id, chunk.total_bytes, chunk.offset, &data)?;
+        let ack = HeKeyChunkAck {
+            request_id: chunk.request_id.clone(),
+            key_id: chunk.key_id,
+            received_bytes: outcome.received,
+            total_bytes: chunk.total_bytes,
+            stored: outcome.stored,
+            audit: placeholder_receipt(),
+        };
+        let output = format!("{}:{}", ack.received_bytes, ack.stored).into_bytes();
+        Ok(Decision::Receipted {
+            request_id: chunk.request_id,
+            output,
+            respond: Box::new(move |audit| {
+                serde_json::to_vec(&HeKeyChunkAck { audit, ..ack }).unwrap_or_default()
+            }),
+        })
+    }
+
+    fn he_infer(
+        &self,
+        tenant: &cloister_policy::Tenant,
+        request: HeInferRequest,
+        ctx: &mut Context,
+    ) -> Result<Decision, ApiError> {
+        let model = self.he_model_for(tenant, &request.model, ctx)?;
+        let input = base64::engine::general_purpose::STANDARD
+            .decode(request.input.as_bytes())
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorCode::MalformedRequest,
+                    format!("the encrypted input is not base64: {e}"),
+                )
+            })?;
+        // The key id is inside the input; record it as soon as it is known.
+        if let Some(id) = input
+            .get(cloister_he::client::INPUT_TAG.len()..)
+            .and_then(|rest| rest.get(..32))
+        {
+            ctx.homomorphic = Some(HomomorphicUse {
+                key_id: hex::encode(id),
+                input_never_decrypted: true,
+                bootstraps: 0,
+            });
+        }
+        let (key_id, scores) = self.he.evaluate(&tenant.id, model, &input)?;
+        let bytes = scores.to_bytes();
+        ctx.homomorphic = Some(HomomorphicUse {
+            key_id: hex::encode(key_id),
+            input_never_decrypted: true,
+            bootstraps: scores.pbs_count as u64,
+        });
+        let response = HeInferResponse {
+            request_id: request.request_id.clone(),
+            model: request.model,
+            model_sha256: hex::encode(model.sha256),
+            key_id: hex::encode(key_id),
+            scores: base64::engine::general_purpose::STANDARD.encode(&bytes),
+            bootstraps: scores.pbs_count as u64,
+            input_decrypted: false,
+            guarantee: HE_GUARANTEE.to_string(),
+            audit: placeholder_receipt(),
+        };
+        Ok(Decision::Receipted {
+            request_id: request.request_id,
+            output: bytes,
+            respond: Box::new(move |audit| {
+                serde_json::to_vec(&HeInferResponse { audit, ..response }).unwrap_or_default()
+            }),
+        })
+    }
+}
+
+/// Filled in by [`Decision::Receipted`]'s `respond` once the record exists.
+fn placeholder_receipt() -> AuditReceipt {
+    AuditReceipt {
+        index: 0,
+        hash: String::new(),
+        signature: String::new(),
+        checkpoint: None,
     }
 }

@@ -21,6 +21,7 @@ mod attack_guard;
 pub mod convert;
 pub mod evidence;
 pub mod handler;
+pub mod he;
 pub mod privacy;
 pub mod replay;
 pub mod sandbox;

@@ -32,6 +32,10 @@ struct Args {
     /// certificates (provider "snp" only).
     #[arg(long)]
     snp_cert_cache: Option<PathBuf>,
+    /// Directory of the tenants' uploaded TFHE server keys (needed when the policy serves any
+    /// homomorphic model, `format = "he-program"`).
+    #[arg(long)]
+    he_key_dir: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -56,6 +60,7 @@ fn main() -> Result<()> {
         audit_dir: args.audit_dir,
         ledger_dir: args.ledger_dir,
         snp_cert_cache: args.snp_cert_cache,
+        he_key_dir: args.he_key_dir,
     };
     // INVARIANT: the engine zygote starts here, before any key exists and before the ledger or
     // the audit log is opened: it is a fresh image of this binary (`/proc/self/exe`, so the

@@ -39,6 +39,9 @@ pub struct StartOptions {
     /// Directory with a cached VCEK (`vcek.der`), for SEV-SNP hosts whose extended report
     /// carries no certificates (provider `snp` only).
     pub snp_cert_cache: Option<PathBuf>,
+    /// Directory of the tenants' TFHE server keys (required when the policy serves any
+    /// homomorphic model).
+    pub he_key_dir: Option<PathBuf>,
 }
 
 /// A model ready to serve. The broker keeps the parsed graph only for its signature (input
@@ -72,6 +75,8 @@ pub struct Enclave {
     pub(crate) privacy: crate::privacy::PrivacyState,
     /// The engine zygote and its workers: every model runs there, never in this process.
     pub(crate) engine: EnginePool,
+    /// Homomorphic models and the tenants' TFHE server keys (evaluated here: `crate::he`).
+    pub(crate) he: crate::he::HeState,
 }
 
 impl Enclave {
@@ -85,7 +90,12 @@ impl Enclave {
             "policy loaded"
         );
         let mut models = BTreeMap::new();
-        for entry in &policy.models {
+        // ONNX models go to the engine; homomorphic programs are loaded by `crate::he`.
+        let onnx = policy
+            .models
+            .iter()
+            .filter(|m| m.format == cloister_policy::ModelFormat::Onnx);
+        for entry in onnx {
             let path = entry.resolved_path(&policy.base_dir);
             let started = std::time::Instant::now();
             let loaded = load_model(&path, &entry.sha256, &entry.id, &mut engine)
@@ -98,6 +108,7 @@ impl Enclave {
             );
             models.insert(entry.id.clone(), loaded);
         }
+        let he = crate::he::HeState::start(&policy, opts.he_key_dir.as_deref())?;
         let opener = Opener::new(cloister_seal::generate_key_config(1)?)?;
         let signing = SigningKey::generate(&mut rand::rngs::OsRng);
         let provider = make_provider(
@@ -148,6 +159,7 @@ impl Enclave {
             sandbox,
             privacy,
             engine,
+            he,
         })
     }
 
@@ -166,6 +178,13 @@ impl Enclave {
         let mut read_write = vec![opts.audit_dir.clone()];
         // The privacy ledger's directory, when one was given (the ledger is open by now).
         read_write.extend(opts.ledger_dir.clone().filter(|d| d.is_dir()));
+        // The TFHE key store, when homomorphic models are served (created by now).
+        read_write.extend(
+            self.he
+                .key_dir()
+                .filter(|d| d.is_dir())
+                .map(Path::to_path_buf),
+        );
         read_write.extend(socket.parent().map(Path::to_path_buf));
         SandboxPlan {
             mode: self.policy.sandbox.mode,
@@ -215,6 +234,7 @@ impl Enclave {
                 .models
                 .iter()
                 .map(|(id, m)| (id.clone(), m.sha256))
+                .chain(self.he.digests().map(|(id, d)| (id.clone(), d)))
                 .collect(),
             build_version: cloister_protocol::BUILD_VERSION.to_string(),
             sandbox_status: self.sandbox_status.clone(),

@@ -29,6 +29,11 @@ pub enum AttrValue {
     Ints(Vec<i64>),
     /// `STRINGS`.
     Strings(Vec<String>),
+    /// `GRAPH`: a subgraph, built and validated with its enclosing scope
+    /// ([`Subgraph`](crate::graph::Subgraph)).
+    Graph(Arc<crate::graph::Subgraph>),
+    /// `GRAPHS`.
+    Graphs(Vec<Arc<crate::graph::Subgraph>>),
     /// A kind the engine cannot represent yet (graphs, sparse tensors, type protos, or a tensor
     /// with an unsupported dtype); the reason is reported only if an operator asks for it.
     Unsupported(String),
@@ -44,6 +49,8 @@ impl AttrValue {
             AttrValue::Floats(_) => "floats",
             AttrValue::Ints(_) => "ints",
             AttrValue::Strings(_) => "strings",
+            AttrValue::Graph(_) => "graph",
+            AttrValue::Graphs(_) => "graphs",
             AttrValue::Unsupported(_) => "unsupported",
         }
     }
@@ -172,6 +179,23 @@ impl Attributes {
             Some(AttrValue::Tensor(v)) => Ok(Some(v)),
             Some(other) => Err(self.wrong_kind(name, "tensor", other)),
         }
+    }
+
+    /// A `GRAPH` attribute (a built subgraph), if present.
+    pub fn graph(&self, name: &str) -> Result<Option<&Arc<crate::graph::Subgraph>>> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(AttrValue::Graph(v)) => Ok(Some(v)),
+            Some(other) => Err(self.wrong_kind(name, "graph", other)),
+        }
+    }
+
+    /// Whether any attribute holds a subgraph (the node is control flow: passes must not
+    /// evaluate it at load, and the values its subgraphs read are among its inputs).
+    pub fn has_subgraphs(&self) -> bool {
+        self.values
+            .values()
+            .any(|v| matches!(v, AttrValue::Graph(_) | AttrValue::Graphs(_)))
     }
 
     /// Builds the error for an attribute whose value is out of range.

@@ -174,6 +174,38 @@ pub enum EngineError {
         op: String,
     },
 
+    /// Model: subgraphs (the bodies of `If`, `Loop`, `Scan`) nest deeper than the engine
+    /// accepts; names the node whose subgraph crosses the limit.
+    #[error("node {node:?}: subgraphs nest deeper than {limit} levels")]
+    SubgraphTooDeep {
+        /// The node holding the too-deep subgraph.
+        node: String,
+        /// The deepest nesting accepted.
+        limit: usize,
+    },
+
+    /// Model: a subgraph reads a name that neither it nor any enclosing graph defines.
+    #[error("node {node:?} reads {name:?}, which no enclosing graph defines")]
+    UndefinedOuterValue {
+        /// The node (inside the subgraph) that reads the name.
+        node: String,
+        /// The missing name.
+        name: String,
+    },
+
+    /// Model or caller: a `Loop` would run more iterations than the model was loaded to allow
+    /// ([`LoadOptions::max_loop_iterations`](crate::LoadOptions)).
+    #[error("loop exceeds the limit of {limit} iterations")]
+    IterationLimit {
+        /// The limit the model was loaded with.
+        limit: u64,
+    },
+
+    /// Model: a tensor's external data (ONNX `data_location = EXTERNAL`) cannot be used; see
+    /// [`ExternalDataError`](crate::onnx::external::ExternalDataError) for the cases.
+    #[error("external data: {0}")]
+    ExternalData(#[from] crate::onnx::external::ExternalDataError),
+
     /// Wraps an error found in a particular named tensor of the model (an initializer, a
     /// tensor attribute or a test-data file), so the message says which one.
     #[error("tensor {tensor:?}: {source}")]

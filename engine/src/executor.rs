@@ -4,6 +4,8 @@
 //! peak memory tracks the live set rather than the whole graph. Arena planning, parallelism and
 //! batching will replace this loop without changing the [`Graph`] contract.
 
+use std::borrow::Cow;
+
 use crate::error::{EngineError, Result};
 use crate::graph::{Graph, ValueId, ValueSource};
 use crate::tensor::Tensor;
@@ -31,9 +33,31 @@ pub(crate) fn tensor_bytes(t: &Tensor) -> usize {
 pub(crate) fn execute(
     graph: &Graph,
     feeds: Vec<(ValueId, Tensor)>,
+    profile: Option<&mut Profile>,
+) -> Result<Vec<Tensor>> {
+    let feeds = feeds
+        .into_iter()
+        .map(|(id, t)| (id, Cow::Owned(t)))
+        .collect();
+    run(graph, feeds, profile)
+}
+
+/// Evaluates a subgraph: like [`execute`], but feeds may be borrowed (the outer values a
+/// subgraph captures, the scan slices it is handed), so a `Loop` body reading a large outer
+/// tensor does not copy it per iteration.
+pub(crate) fn execute_borrowed(
+    graph: &Graph,
+    feeds: Vec<(ValueId, Cow<'_, Tensor>)>,
+) -> Result<Vec<Tensor>> {
+    run(graph, feeds, None)
+}
+
+fn run(
+    graph: &Graph,
+    feeds: Vec<(ValueId, Cow<'_, Tensor>)>,
     mut profile: Option<&mut Profile>,
 ) -> Result<Vec<Tensor>> {
-    let mut env: Vec<Option<Tensor>> = (0..graph.values.len()).map(|_| None).collect();
+    let mut env: Vec<Option<Cow<'_, Tensor>>> = (0..graph.values.len()).map(|_| None).collect();
     if let Some(p) = profile.as_deref_mut() {
         p.sizes = vec![0; graph.values.len()];
     }
@@ -53,7 +77,7 @@ pub(crate) fn execute(
             let inputs = node
                 .inputs
                 .iter()
-                .map(|&id| lookup(graph, &env, id))
+                .map(|&id| lookup_cow(graph, &env, id))
                 .collect::<Result<Vec<&Tensor>>>()?;
             node.op.eval(&inputs).map_err(wrap)?
         };
@@ -72,7 +96,7 @@ pub(crate) fn execute(
                     p.live += p.sizes[id];
                     p.peak_live = p.peak_live.max(p.live);
                 }
-                env[id] = Some(t);
+                env[id] = Some(Cow::Owned(t));
             }
         }
         for &id in node.inputs.iter().chain(node.outputs.iter().flatten()) {
@@ -91,8 +115,11 @@ pub(crate) fn execute(
         let needed_later = graph.outputs[k + 1..].iter().any(|(o, _)| o == id);
         let t = match (&graph.values[*id].source, needed_later) {
             (ValueSource::Initializer(t), _) => (**t).clone(),
-            (_, true) => lookup(graph, &env, *id)?.clone(),
-            (_, false) => env[*id].take().ok_or_else(|| missing(graph, *id))?,
+            (_, true) => lookup_cow(graph, &env, *id)?.clone(),
+            (_, false) => env[*id]
+                .take()
+                .ok_or_else(|| missing(graph, *id))?
+                .into_owned(),
         };
         out.push(t);
     }
@@ -107,6 +134,17 @@ pub(crate) fn lookup<'a>(
     match &graph.values[id].source {
         ValueSource::Initializer(t) => Ok(t),
         _ => env[id].as_ref().ok_or_else(|| missing(graph, id)),
+    }
+}
+
+fn lookup_cow<'a>(
+    graph: &'a Graph,
+    env: &'a [Option<Cow<'_, Tensor>>],
+    id: ValueId,
+) -> Result<&'a Tensor> {
+    match &graph.values[id].source {
+        ValueSource::Initializer(t) => Ok(t),
+        _ => env[id].as_deref().ok_or_else(|| missing(graph, id)),
     }
 }
 

@@ -18,10 +18,11 @@
 //! - [`ops`] holds the reference kernels;
 //! - [`conformance`] runs the ONNX backend node tests against all of the above.
 //!
-//! Architecture invariants: no `unsafe`; malformed model bytes or requests produce an
-//! [`EngineError`], never a panic; only [`onnx`] knows about protobuf.
+//! Architecture invariants: no `unsafe` except the one `mmap` call that maps external-data
+//! files ([`onnx::external`]); malformed model bytes or requests produce an [`EngineError`],
+//! never a panic; only [`onnx`] knows about protobuf.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod attributes;
@@ -47,7 +48,7 @@ pub use dtype::DType;
 pub use error::EngineError;
 pub use model::{LoadOptions, Model};
 pub use ops::{NodeContext, OpRegistry, Operator};
-pub use tensor::{Element, Tensor, TensorData};
+pub use tensor::{Element, SharedBytes, Tensor, TensorData};
 pub use types::{Dim, TypeShape, ValueInfo};
 
 #[cfg(test)]

@@ -28,6 +28,10 @@ pub struct LoadOptions {
     /// 1 (the default) runs the sequential executor on the caller's thread and starts no
     /// threads.
     pub threads: usize,
+    /// Most iterations one `Loop` node may run per evaluation; more is
+    /// [`EngineError::IterationLimit`] (see [`GraphLimits`](crate::graph::GraphLimits)).
+    /// Default [`DEFAULT_MAX_LOOP_ITERATIONS`](crate::graph::DEFAULT_MAX_LOOP_ITERATIONS).
+    pub max_loop_iterations: u64,
 }
 
 impl Default for LoadOptions {
@@ -35,6 +39,7 @@ impl Default for LoadOptions {
         LoadOptions {
             optimize: true,
             threads: 1,
+            max_loop_iterations: crate::graph::DEFAULT_MAX_LOOP_ITERATIONS,
         }
     }
 }
@@ -91,7 +96,10 @@ impl Model {
                 )));
             }
         }
-        let mut graph = Graph::from_proto(graph_proto, &opsets, registry)?;
+        let limits = crate::graph::GraphLimits {
+            max_loop_iterations: options.max_loop_iterations,
+        };
+        let mut graph = Graph::from_proto_with(graph_proto, &opsets, registry, limits)?;
         let pass_report = if options.optimize {
             crate::passes::optimize(&mut graph, registry)?
         } else {
@@ -127,13 +135,38 @@ impl Model {
         })
     }
 
-    /// Reads and loads a model file.
+    /// Reads and loads a model file. Tensors stored as external data (`onnx.save_model(...,
+    /// save_as_external_data=True)`) are read from files in the model's directory, large ones
+    /// memory-mapped and used in place ([`crate::onnx::external`]).
     pub fn load(path: &Path) -> Result<Model> {
+        Model::load_with(path, &OpRegistry::standard(), &LoadOptions::default())
+    }
+
+    /// Like [`Model::load`], with a caller-supplied registry and [`LoadOptions`].
+    pub fn load_with(path: &Path, registry: &OpRegistry, options: &LoadOptions) -> Result<Model> {
         let bytes = std::fs::read(path).map_err(|source| EngineError::Io {
             path: path.display().to_string(),
             source,
         })?;
-        Model::from_bytes(&bytes)
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        Model::from_bytes_in_dir(&bytes, dir, registry, options)
+    }
+
+    /// Like [`Model::from_bytes_with`], resolving external data against `dir` (the directory
+    /// the model's bytes came from). Without a directory ([`Model::from_bytes`]) a model with
+    /// external data is refused.
+    pub fn from_bytes_in_dir(
+        bytes: &[u8],
+        dir: &Path,
+        registry: &OpRegistry,
+        options: &LoadOptions,
+    ) -> Result<Model> {
+        crate::onnx::external::with_base_dir(dir, || {
+            Model::from_bytes_with(bytes, registry, options)
+        })
     }
 
     /// The inputs a caller must supply (graph inputs that are not initializers), in order.
@@ -159,6 +192,22 @@ impl Model {
     /// The validated graph IR (after the load-time passes).
     pub fn graph(&self) -> &Graph {
         &self.graph
+    }
+
+    /// Bytes of the weights used in place from memory-mapped external-data files: the part of
+    /// the permanent arena that is file-backed page cache, read on first use, rather than
+    /// memory the process allocated ([`crate::onnx::external`]).
+    pub fn mapped_weight_bytes(&self) -> usize {
+        self.graph
+            .values
+            .iter()
+            .map(|v| match &v.source {
+                ValueSource::Initializer(t) if t.is_shared() => {
+                    t.shared_bytes().map_or(0, |b| b.len())
+                }
+                _ => 0,
+            })
+            .sum()
     }
 
     /// What each optimisation pass rewrote at load: `(pass, rewrites)`, empty when loaded

@@ -18,6 +18,7 @@
 //! the noise the default parameter set was designed for. See `he/README.md`.
 
 pub mod client;
+pub mod compile;
 pub mod error;
 pub mod noise;
 pub mod plaintext;

@@ -4,6 +4,10 @@ Produces, next to this file:
   program.json  - the integer program `cloister-he` evaluates on TFHE ciphertexts
   heldout.json  - the held-out rows (raw features) and labels
   metrics.json  - float and quantized-plaintext accuracy on the held-out rows
+  model.onnx    - the same float model as ONNX (Sub mean, Div std, Gemm, Sigmoid), the input
+                  of `cloister he compile` (written with the onnx package's helper API)
+  calibration.json - the training rows (raw features) and labels, the calibration data for
+                  `cloister he compile` (never the held-out rows)
 
 Data: scikit-learn `load_breast_cancer` (569 rows, 30 features), stratified 80/20 split,
 random_state=0. Model: StandardScaler + LogisticRegression, C chosen by 5-fold
@@ -21,6 +25,8 @@ import json
 import os
 
 import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.model_selection import train_test_split
@@ -32,6 +38,38 @@ WMAX = 127
 CLIP_SIGMAS = 4.0  # standardized values beyond +-4 sigma saturate
 OUTPUT_BITS = 24
 CS = [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0]
+
+
+def write_onnx(path, mean, std, coef, intercept):
+    """StandardScaler + LogisticRegression as plain ONNX ops, float32, opset 13."""
+    f = len(mean)
+    inits = [
+        numpy_helper.from_array(np.asarray(mean, np.float32), "mean"),
+        numpy_helper.from_array(np.asarray(std, np.float32), "std"),
+        numpy_helper.from_array(np.asarray(coef, np.float32).reshape(1, f), "coef"),
+        numpy_helper.from_array(np.asarray([intercept], np.float32), "intercept"),
+    ]
+    nodes = [
+        helper.make_node("Sub", ["input", "mean"], ["centred"], name="scaler_sub"),
+        helper.make_node("Div", ["centred", "std"], ["scaled"], name="scaler_div"),
+        helper.make_node(
+            "Gemm", ["scaled", "coef", "intercept"], ["logit"], name="linear", transB=1
+        ),
+        helper.make_node("Sigmoid", ["logit"], ["probability"], name="sigmoid"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "breast_cancer_lr",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", f])],
+        [helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["N", 1])],
+        inits,
+    )
+    model = helper.make_model(
+        graph, producer_name="cloister train.py", opset_imports=[helper.make_opsetid("", 13)]
+    )
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
 
 
 def main():
@@ -103,6 +141,16 @@ def main():
         "worst_case_abs_score": bound,
         "max_observed_abs_score": int(np.abs(scores).max()),
     }
+    write_onnx(
+        os.path.join(HERE, "model.onnx"),
+        scaler.mean_,
+        scaler.scale_,
+        clf.coef_[0],
+        clf.intercept_[0],
+    )
+    with open(os.path.join(HERE, "calibration.json"), "w") as f:
+        json.dump({"input": x_train.tolist(), "labels": y_train.tolist()}, f)
+        f.write("\n")
     with open(os.path.join(HERE, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=1)
         f.write("\n")

@@ -3,6 +3,10 @@
 Produces, next to this file:
   program.json  - the integer program `cloister-he` evaluates on TFHE ciphertexts
   metrics.json  - float and quantized-plaintext accuracy on the held-out rows
+  model.onnx    - the float MLP itself as ONNX (Flatten, Gemm, Relu, Gemm, Softmax), the
+                  input of `cloister he compile` (written with the onnx package's helper API)
+  calibration.json - the training rows (raw pixels) and labels, the calibration data for
+                  `cloister he compile` (never the held-out rows)
 
 Data: scikit-learn `load_digits`, the same split as ../digits (test_size=0.2, stratified,
 random_state=0); the held-out rows are ../digits/heldout.json (asserted). Scales and the
@@ -30,6 +34,8 @@ import math
 import os
 
 import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
@@ -68,6 +74,36 @@ def output_fits(v, c):
     norm = math.sqrt(max((v**2).sum(1).max(), 1))
     ok = need + math.log2(norm) + math.log2(Z) + LOG2_SIGMA_PBS + 1 <= 64
     return ok, need
+
+
+def write_onnx(path, w1, b1, w2, b2):
+    """The float MLP (weights [out, in], on raw pixels) as plain ONNX ops, float32, opset 13."""
+    inits = [
+        numpy_helper.from_array(np.asarray(w1, np.float32), "w1"),
+        numpy_helper.from_array(np.asarray(b1, np.float32), "b1"),
+        numpy_helper.from_array(np.asarray(w2, np.float32), "w2"),
+        numpy_helper.from_array(np.asarray(b2, np.float32), "b2"),
+    ]
+    nodes = [
+        helper.make_node("Flatten", ["pixels"], ["flat"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["flat", "w1", "b1"], ["z1"], name="hidden", transB=1),
+        helper.make_node("Relu", ["z1"], ["h1"], name="relu"),
+        helper.make_node("Gemm", ["h1", "w2", "b2"], ["logits"], name="output", transB=1),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], name="softmax", axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "digits_mlp",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["N", 64])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
+    model = helper.make_model(
+        graph, producer_name="cloister train.py", opset_imports=[helper.make_opsetid("", 13)]
+    )
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
 
 
 def main():
@@ -134,6 +170,12 @@ def main():
     # Refit on all training rows with the chosen settings.
     mlp, w1f, b1f = build(x_train, y_train)
     float_acc = float(mlp.score(x_test / 16.0, y_test))
+    write_onnx(
+        os.path.join(HERE, "model.onnx"), w1f, b1f, mlp.coefs_[1].T, mlp.intercepts_[1]
+    )
+    with open(os.path.join(HERE, "calibration.json"), "w") as f:
+        json.dump({"input": x_train.tolist(), "labels": y_train.tolist()}, f)
+        f.write("\n")
     w1, b1, tables = quantize_hidden(w1f, b1f, x_train, pct)
     h_train, h_test = hidden(x_train, w1, b1, tables), hidden(x_test, w1, b1, tables)
     v, c, beta = fit_output(h_train, y_train, c_reg, beta_scale)

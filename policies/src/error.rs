@@ -218,6 +218,17 @@ pub enum PolicyError {
         /// How to fix it.
         hint: String,
     },
+    /// A homomorphic-mode setting (`format = "he-program"`, `[models.homomorphic]`,
+    /// `[homomorphic]`) is invalid or inconsistent.
+    #[error("{}", self.render())]
+    InvalidHomomorphic {
+        /// Where the value (or the table) is.
+        at: Location,
+        /// What is wrong.
+        message: String,
+        /// How to fix it.
+        hint: String,
+    },
 }
 
 impl PolicyError {
@@ -242,7 +253,8 @@ impl PolicyError {
             | OutOfRange { at, .. }
             | Empty { at, .. }
             | MissingSection { at, .. }
-            | InvalidPrivacy { at, .. } => Some(at),
+            | InvalidPrivacy { at, .. }
+            | InvalidHomomorphic { at, .. } => Some(at),
         }
     }
 
@@ -328,7 +340,7 @@ impl PolicyError {
             }
             Empty { field, .. } => format!("`{field}` must not be empty"),
             MissingSection { section, .. } => format!("the policy defines no [[{section}]]"),
-            InvalidPrivacy { message, .. } => message.clone(),
+            InvalidPrivacy { message, .. } | InvalidHomomorphic { message, .. } => message.clone(),
         }
     }
 
@@ -390,7 +402,7 @@ impl PolicyError {
             MissingSection { section, .. } => {
                 format!("add at least one [[{section}]] table")
             }
-            InvalidPrivacy { hint, .. } => hint.clone(),
+            InvalidPrivacy { hint, .. } | InvalidHomomorphic { hint, .. } => hint.clone(),
         }
     }
 

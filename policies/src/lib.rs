@@ -41,6 +41,22 @@
 //! # segment_max_age_secs = 86400  # new segment once its first record is this old
 //! # retain_segments = 30        # keep at most this many segments (default: all)
 //! # retain_days = 365           # delete segments whose newest record is older
+//! [homomorphic]                 # optional: the TFHE server-key store (docs/privacy.md)
+//! max_server_key_bytes = 67108864  # largest compressed server key a tenant may upload
+//! max_keys_per_tenant = 4       # keys stored per tenant
+//! key_cache_entries = 2         # decompressed keys kept in memory
+//! ```
+//!
+//! A homomorphic model is an integer program evaluated on TFHE ciphertexts only:
+//!
+//! ```toml
+//! [[models]]
+//! id = "breast-cancer-lr"
+//! path = "models/breast-cancer-lr.program.json"
+//! sha256 = "<64 hex>"
+//! format = "he-program"         # "onnx" (default) | "he-program"
+//! [models.homomorphic]          # optional
+//! tenants = ["dev"]             # who may send ciphertexts (default: every tenant allowed it)
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -57,7 +73,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-pub use default::{default_policy_toml, DIABETES_ENSEMBLE_SHA256};
+pub use default::{
+    default_policy_toml, with_minilm, BREAST_CANCER_LR_SHA256, DIABETES_ENSEMBLE_SHA256,
+    MINILM_MODEL_ID,
+};
 pub use error::{render_errors, Location, PolicyError};
 pub use privacy::{ModelPrivacy, NanoRho, PrivacySettings};
 
@@ -85,6 +104,8 @@ pub struct Policy {
     pub privacy: PrivacySettings,
     /// Audit log rotation and retention (`[audit]`, optional).
     pub audit: AuditSettings,
+    /// The TFHE server-key store (`[homomorphic]`, optional).
+    pub homomorphic: HomomorphicSettings,
     /// The directory relative model paths resolve against: the policy file's directory for
     /// [`Policy::load`], empty (the current directory) for [`Policy::from_toml_str`].
     pub base_dir: PathBuf,
@@ -196,6 +217,66 @@ impl Default for AuditSettings {
     }
 }
 
+/// `[homomorphic]`: limits of the store of tenants' TFHE server keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HomomorphicSettings {
+    /// Largest compressed server key a tenant may upload, in bytes.
+    pub max_server_key_bytes: u64,
+    /// Keys stored per tenant; uploading one more is refused until the operator removes one.
+    pub max_keys_per_tenant: u64,
+    /// Decompressed server keys kept in memory (each ~100–200 MiB), least recently used evicted.
+    pub key_cache_entries: u64,
+}
+
+impl HomomorphicSettings {
+    /// Default of [`HomomorphicSettings::max_server_key_bytes`] (64 MiB; TFHE-rs's compressed
+    /// key for the default parameter set is ~29 MiB).
+    pub const DEFAULT_MAX_SERVER_KEY_BYTES: u64 = 64 << 20;
+    /// Default of [`HomomorphicSettings::max_keys_per_tenant`].
+    pub const DEFAULT_MAX_KEYS_PER_TENANT: u64 = 4;
+    /// Default of [`HomomorphicSettings::key_cache_entries`].
+    pub const DEFAULT_KEY_CACHE_ENTRIES: u64 = 2;
+    /// Allowed range of [`HomomorphicSettings::max_server_key_bytes`] (1 MiB to 1 GiB).
+    pub const MAX_SERVER_KEY_BYTES_RANGE: (u64, u64) = (1 << 20, 1 << 30);
+    /// Allowed range of [`HomomorphicSettings::max_keys_per_tenant`].
+    pub const MAX_KEYS_PER_TENANT_RANGE: (u64, u64) = (1, 1024);
+    /// Allowed range of [`HomomorphicSettings::key_cache_entries`].
+    pub const KEY_CACHE_ENTRIES_RANGE: (u64, u64) = (1, 64);
+}
+
+impl Default for HomomorphicSettings {
+    fn default() -> Self {
+        HomomorphicSettings {
+            max_server_key_bytes: Self::DEFAULT_MAX_SERVER_KEY_BYTES,
+            max_keys_per_tenant: Self::DEFAULT_MAX_KEYS_PER_TENANT,
+            key_cache_entries: Self::DEFAULT_KEY_CACHE_ENTRIES,
+        }
+    }
+}
+
+/// What a model file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelFormat {
+    /// An ONNX model, run by the engine on plaintext inputs (the default).
+    #[default]
+    Onnx,
+    /// A `cloister-he-program` integer program, evaluated only on inputs encrypted under the
+    /// client's TFHE key: the enclave never sees the input in the clear.
+    HeProgram,
+}
+
+impl ModelFormat {
+    /// The name used in policy files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelFormat::Onnx => "onnx",
+            ModelFormat::HeProgram => "he-program",
+        }
+    }
+}
+
 /// `[sandbox]`: how the enclave confines itself after start-up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -283,6 +364,11 @@ pub struct ModelEntry {
     pub description: Option<String>,
     /// How outputs are released (`[models.privacy]`; default: as computed).
     pub privacy: ModelPrivacy,
+    /// What the file is (`format`; default ONNX).
+    pub format: ModelFormat,
+    /// For a homomorphic model: the tenants that may send it ciphertexts (`[models.
+    /// homomorphic] tenants`); `None`: every tenant allowed the model.
+    pub he_tenants: Option<Vec<String>>,
 }
 
 impl ModelEntry {
@@ -293,6 +379,15 @@ impl ModelEntry {
         } else {
             base_dir.join(&self.path)
         }
+    }
+
+    /// Whether `tenant` may send ciphertexts to this model (it must also be allowed the model).
+    pub fn he_allows(&self, tenant: &str) -> bool {
+        self.format == ModelFormat::HeProgram
+            && self
+                .he_tenants
+                .as_ref()
+                .is_none_or(|ts| ts.iter().any(|t| t == tenant))
     }
 
     /// [`ModelEntry::sha256`] in lowercase hex.

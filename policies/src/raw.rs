@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_spanned::Spanned;
 
 use crate::privacy::{RawModelPrivacy, RawPrivacy};
-use crate::{Provider, SandboxMode};
+use crate::{ModelFormat, Provider, SandboxMode};
 
 /// Read first, leniently, so that a file for another schema version is reported as such
 /// rather than as a list of unknown fields.
@@ -32,6 +32,28 @@ pub(crate) struct RawPolicy {
     pub privacy: Option<RawPrivacy>,
     #[serde(default)]
     pub audit: Option<RawAudit>,
+    #[serde(default)]
+    pub homomorphic: Option<RawHomomorphic>,
+}
+
+/// `[homomorphic]`: limits of the TFHE server-key store.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHomomorphic {
+    #[serde(default)]
+    pub max_server_key_bytes: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub max_keys_per_tenant: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub key_cache_entries: Option<Spanned<u64>>,
+}
+
+/// `[models.homomorphic]`: who may send ciphertexts to a homomorphic model.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawModelHomomorphic {
+    #[serde(default)]
+    pub tenants: Option<Vec<Spanned<String>>>,
 }
 
 /// `[audit]`: rotation and retention of the audit log's segments.
@@ -89,6 +111,10 @@ pub(crate) struct RawModel {
     pub description: Option<String>,
     #[serde(default)]
     pub privacy: Option<Spanned<RawModelPrivacy>>,
+    #[serde(default)]
+    pub format: Option<Spanned<ModelFormat>>,
+    #[serde(default)]
+    pub homomorphic: Option<Spanned<RawModelHomomorphic>>,
 }
 
 #[derive(Deserialize)]

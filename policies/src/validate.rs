@@ -8,8 +8,8 @@ use serde_spanned::Spanned;
 
 use crate::raw::{RawPolicy, VersionProbe};
 use crate::{
-    Attestation, AuditSettings, Location, ModelEntry, Policy, PolicyError, Provider, Sandbox,
-    SandboxMode, Service, Tenant, SCHEMA_VERSION,
+    Attestation, AuditSettings, HomomorphicSettings, Location, ModelEntry, ModelFormat, Policy,
+    PolicyError, Provider, Sandbox, SandboxMode, Service, Tenant, SCHEMA_VERSION,
 };
 
 /// Parses `src` into a validated policy, or returns every problem found (never an empty list).
@@ -47,6 +47,8 @@ pub(crate) fn parse(src: &str, origin: &str, digest: [u8; 32]) -> Result<Policy,
     let sandbox = ctx.sandbox(&raw, &mut errors);
     // `[audit]` is optional: absent means 64 MiB segments, no rotation by age, nothing deleted.
     let audit = ctx.audit(&raw, &mut errors);
+    // `[homomorphic]` is optional: absent means the defaults of [`HomomorphicSettings`].
+    let homomorphic = ctx.homomorphic(&raw, &models, &mut errors);
 
     for (section, empty) in [
         ("tenants", raw.tenants.is_empty()),
@@ -73,6 +75,7 @@ pub(crate) fn parse(src: &str, origin: &str, digest: [u8; 32]) -> Result<Policy,
         sandbox,
         privacy,
         audit,
+        homomorphic,
         base_dir: Default::default(),
         digest,
         origin: origin.to_string(),
@@ -233,6 +236,71 @@ impl Ctx<'_> {
         }
     }
 
+    /// `[homomorphic]`'s limits, and `[models.homomorphic] tenants` naming tenants that exist
+    /// and are allowed the model.
+    fn homomorphic(
+        &self,
+        raw: &RawPolicy,
+        models: &[ModelEntry],
+        errors: &mut Vec<PolicyError>,
+    ) -> HomomorphicSettings {
+        for (entry, rm) in models.iter().zip(&raw.models) {
+            let Some(ts) = rm
+                .homomorphic
+                .as_ref()
+                .and_then(|h| h.get_ref().tenants.as_ref())
+            else {
+                continue;
+            };
+            for t in ts {
+                let tenant = raw.tenants.iter().find(|rt| rt.id.get_ref() == t.get_ref());
+                let allowed =
+                    tenant.is_some_and(|rt| rt.models.iter().any(|m| m.get_ref() == &entry.id));
+                if !allowed {
+                    errors.push(PolicyError::InvalidHomomorphic {
+                        at: self.at(&t.span()),
+                        message: format!(
+                            "tenant \"{}\" is listed for model \"{}\" but {}",
+                            t.get_ref(),
+                            entry.id,
+                            if tenant.is_some() {
+                                "is not allowed that model in its `models`"
+                            } else {
+                                "no such tenant exists"
+                            }
+                        ),
+                        hint: "list only tenants that exist and have this model in their `models`"
+                            .into(),
+                    });
+                }
+            }
+        }
+        let h = raw.homomorphic.as_ref();
+        let mut ranged = |v: Option<&Spanned<u64>>, field: &'static str, range: (u64, u64)| {
+            self.ranged(v, field, range, errors)
+        };
+        HomomorphicSettings {
+            max_server_key_bytes: ranged(
+                h.and_then(|h| h.max_server_key_bytes.as_ref()),
+                "max_server_key_bytes",
+                HomomorphicSettings::MAX_SERVER_KEY_BYTES_RANGE,
+            )
+            .unwrap_or(HomomorphicSettings::DEFAULT_MAX_SERVER_KEY_BYTES),
+            max_keys_per_tenant: ranged(
+                h.and_then(|h| h.max_keys_per_tenant.as_ref()),
+                "max_keys_per_tenant",
+                HomomorphicSettings::MAX_KEYS_PER_TENANT_RANGE,
+            )
+            .unwrap_or(HomomorphicSettings::DEFAULT_MAX_KEYS_PER_TENANT),
+            key_cache_entries: ranged(
+                h.and_then(|h| h.key_cache_entries.as_ref()),
+                "key_cache_entries",
+                HomomorphicSettings::KEY_CACHE_ENTRIES_RANGE,
+            )
+            .unwrap_or(HomomorphicSettings::DEFAULT_KEY_CACHE_ENTRIES),
+        }
+    }
+
     fn audit(&self, raw: &RawPolicy, errors: &mut Vec<PolicyError>) -> AuditSettings {
         let a = raw.audit.as_ref();
         let mut ranged = |v: Option<&Spanned<u64>>, field: &'static str, range: (u64, u64)| {
@@ -330,12 +398,46 @@ impl Ctx<'_> {
                 let table = m.privacy.as_ref().map_or_else(|| m.id.span(), |p| p.span());
                 check.model(m.privacy.as_ref().map(|p| p.get_ref()), &table)
             };
+            let format = m
+                .format
+                .as_ref()
+                .map_or(ModelFormat::Onnx, |f| *f.get_ref());
+            if format == ModelFormat::HeProgram {
+                if let Some(p) = &m.privacy {
+                    errors.push(PolicyError::InvalidHomomorphic {
+                        at: self.at(&p.span()),
+                        message: format!(
+                            "model \"{id}\" is evaluated on ciphertexts (format = \"he-program\"), \
+                             so the enclave cannot add noise to or count its outputs"
+                        ),
+                        hint: "remove [models.privacy] from this model, or serve an ONNX model"
+                            .into(),
+                    });
+                }
+            } else if let Some(h) = &m.homomorphic {
+                errors.push(PolicyError::InvalidHomomorphic {
+                    at: self.at(&h.span()),
+                    message: format!(
+                        "[models.homomorphic] applies to homomorphic models, and model \"{id}\" \
+                         is ONNX"
+                    ),
+                    hint: "add `format = \"he-program\"` with an integer program as `path`, or \
+                           remove [models.homomorphic]"
+                        .into(),
+                });
+            }
             out.push(ModelEntry {
                 id,
                 path: m.path.get_ref().into(),
                 sha256: self.digest::<32>(&m.sha256, "sha256", errors),
                 description: m.description.clone(),
                 privacy,
+                format,
+                he_tenants: m
+                    .homomorphic
+                    .as_ref()
+                    .and_then(|h| h.get_ref().tenants.as_ref())
+                    .map(|ts| ts.iter().map(|t| t.get_ref().clone()).collect()),
             });
         }
         out

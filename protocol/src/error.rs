@@ -49,6 +49,15 @@ pub enum ErrorCode {
     BudgetExhausted,
     /// A request id that was already charged, whose answer this enclave no longer holds.
     DuplicateRequest,
+    /// A homomorphic input names a server key this tenant has not uploaded (or whose upload
+    /// is incomplete): upload it (`cloister infer --he` does so) and send the input again.
+    HeKeyUnknown,
+    /// An uploaded TFHE server key is unusable: its bytes do not hash to the key id, it does
+    /// not deserialise, or it is for another parameter set. Nothing was stored.
+    HeKeyInvalid,
+    /// The model is served only homomorphically and the request is plaintext, or the other
+    /// way round.
+    HeModeMismatch,
 }
 
 impl ErrorCode {
@@ -74,6 +83,9 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::BudgetExhausted => "budget_exhausted",
             ErrorCode::DuplicateRequest => "duplicate_request",
+            ErrorCode::HeKeyUnknown => "he_key_unknown",
+            ErrorCode::HeKeyInvalid => "he_key_invalid",
+            ErrorCode::HeModeMismatch => "he_mode_mismatch",
         }
     }
 
@@ -83,10 +95,12 @@ impl ErrorCode {
             ErrorCode::BadRequest
             | ErrorCode::SealInvalid
             | ErrorCode::MalformedRequest
-            | ErrorCode::InvalidInput => 400,
+            | ErrorCode::InvalidInput
+            | ErrorCode::HeKeyInvalid
+            | ErrorCode::HeModeMismatch => 400,
             ErrorCode::Unauthorized | ErrorCode::BadCredential => 401,
             ErrorCode::ModelNotAllowed | ErrorCode::BudgetExhausted => 403,
-            ErrorCode::UnknownModel | ErrorCode::NotFound => 404,
+            ErrorCode::UnknownModel | ErrorCode::NotFound | ErrorCode::HeKeyUnknown => 404,
             ErrorCode::Replay | ErrorCode::Stale | ErrorCode::DuplicateRequest => 409,
             ErrorCode::TooLarge => 413,
             ErrorCode::RateLimited => 429,

@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod error;
 pub mod frame;
+pub mod he;
 pub mod inner;
 pub mod tensor;
 

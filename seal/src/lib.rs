@@ -15,6 +15,7 @@
 use std::io::Cursor;
 
 use bhttp::{Message, Mode, StatusCode};
+use cloister_protocol::he::{HE_INFER_PATH, HE_KEYS_PATH, HE_PROGRAM_PATH};
 use cloister_protocol::inner::{BUDGET_PATH, INFER_PATH, INNER_AUTHORITY};
 
 pub use ohttp::KeyConfig;
@@ -40,9 +41,18 @@ pub enum SealError {
     #[error("sealed message does not hold a valid Binary HTTP message: {0}")]
     Bhttp(bhttp::Error),
     /// The inner message is not a request this service accepts.
-    #[error("inner request is not POST {INFER_PATH} or GET {BUDGET_PATH}: {0}")]
+    #[error("inner request is not one of the routes in INNER_ROUTES (POST {INFER_PATH}, GET {BUDGET_PATH}, ...): {0}")]
     UnexpectedInner(String),
 }
+
+/// Every inner request the enclave answers: method and path.
+pub const INNER_ROUTES: [(&str, &str); 5] = [
+    ("POST", INFER_PATH),
+    ("GET", BUDGET_PATH),
+    ("GET", HE_PROGRAM_PATH),
+    ("POST", HE_KEYS_PATH),
+    ("POST", HE_INFER_PATH),
+];
 
 /// Generates a fresh X25519 HPKE key configuration for the enclave.
 pub fn generate_key_config(key_id: u8) -> Result<KeyConfig, SealError> {
@@ -95,6 +105,22 @@ pub mod client {
         body: &[u8],
     ) -> Result<(Vec<u8>, PendingResponse), SealError> {
         seal(encoded_key_config, api_key, "GET", BUDGET_PATH, body)
+    }
+
+    /// Seals any route of [`INNER_ROUTES`] (e.g. the homomorphic ones) with a JSON `body`.
+    pub fn seal_route(
+        encoded_key_config: &[u8],
+        api_key: &str,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<(Vec<u8>, PendingResponse), SealError> {
+        if !INNER_ROUTES.contains(&(method, path)) {
+            return Err(SealError::UnexpectedInner(format!(
+                "{method} {path} is not a route the enclave answers"
+            )));
+        }
+        seal(encoded_key_config, api_key, method, path, body)
     }
 
     fn seal(
@@ -150,7 +176,7 @@ pub mod server {
     /// An opened, well-formed inner request. Its credential is not yet checked.
     #[derive(Debug)]
     pub struct OpenedRequest {
-        /// Which request: [`INFER_PATH`] or [`BUDGET_PATH`].
+        /// Which request: a path of [`INNER_ROUTES`].
         pub path: &'static str,
         /// The bearer credential from the inner `authorization` header, if any.
         pub credential: Option<String>,
@@ -219,10 +245,12 @@ pub mod server {
         let msg = Message::read_bhttp::<Cursor<&[u8]>, Cursor<&[u8]>>(&mut Cursor::new(inner))
             .map_err(SealError::Bhttp)?;
         let control = msg.control();
-        let path = match (control.method(), control.path()) {
-            (Some(b"POST"), Some(p)) if p == INFER_PATH.as_bytes() => INFER_PATH,
-            (Some(b"GET"), Some(p)) if p == BUDGET_PATH.as_bytes() => BUDGET_PATH,
-            (method, path) => {
+        let route = INNER_ROUTES.iter().find(|(m, p)| {
+            control.method() == Some(m.as_bytes()) && control.path() == Some(p.as_bytes())
+        });
+        let path = match (route, control.method(), control.path()) {
+            (Some((_, path)), _, _) => *path,
+            (None, method, path) => {
                 return Err(SealError::UnexpectedInner(format!(
                     "got {} {}",
                     String::from_utf8_lossy(method.unwrap_or(b"?")),

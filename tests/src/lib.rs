@@ -45,6 +45,8 @@ fn spawn_enclave(bins: &Path, dir: &DataDir, socket: &Path) -> Child {
         .arg(dir.sim_root())
         .arg("--ledger-dir")
         .arg(dir.ledger())
+        .arg("--he-key-dir")
+        .arg(dir.he_key_store())
         .stdin(Stdio::null())
         .spawn()
         .expect("start enclave");

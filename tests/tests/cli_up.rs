@@ -190,6 +190,63 @@ fn cloister_up_attest_infer_and_clean_stop() {
     assert_eq!(report["accounts"][0]["account"], "tenant/dev");
     assert_eq!(report["accounts"][0]["spent_rho"], 0.03);
 
+    // The printed homomorphic commands: keygen, then an encrypted inference whose classes are
+    // exactly those of the plaintext quantized program on the same rows.
+    let keygen_line = banner
+        .lines()
+        .map(str::trim)
+        .find(|l| l.contains(" keygen --he "))
+        .expect("example keygen command");
+    let parts: Vec<&str> = keygen_line.split_whitespace().collect();
+    let out = Command::new(parts[0]).args(&parts[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let he_line = banner
+        .lines()
+        .map(str::trim)
+        .find(|l| l.contains(" --he --he-keys "))
+        .expect("example homomorphic infer command");
+    let parts: Vec<&str> = he_line.split_whitespace().collect();
+    let out = Command::new(parts[0])
+        .args(&parts[1..])
+        .arg("--json")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("uploading"),
+        "first use uploads the key: {stderr}"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let program = cloister_he::program::Program::from_json(
+        &std::fs::read_to_string(data.join("models/breast-cancer-lr.program.json")).unwrap(),
+    )
+    .unwrap();
+    let input: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("he-example-input.json")).unwrap())
+            .unwrap();
+    let results = doc["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    for (result, row) in results.iter().zip(input["input"].as_array().unwrap()) {
+        let row: Vec<f64> = row
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let q = program.quantize(&row).unwrap();
+        let reference = cloister_he::plaintext::evaluate(&program, &q).unwrap();
+        assert_eq!(
+            result["class"].as_u64(),
+            program.decide(&reference).map(|c| c as u64)
+        );
+        assert_eq!(result["input_decrypted"], false);
+    }
+
     // SIGTERM stops everything cleanly.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(up.id() as i32),

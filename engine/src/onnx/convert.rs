@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::proto::{
     attribute_type as at, data_location, tensor_shape_proto::dimension, type_proto, AttributeProto,
-    TensorProto, ValueInfoProto,
+    GraphProto, TensorProto, ValueInfoProto,
 };
 use crate::attributes::{AttrValue, Attributes};
 use crate::dtype::DType;
@@ -28,8 +28,11 @@ pub(crate) fn tensor_from_proto(t: &TensorProto) -> Result<Tensor> {
 }
 
 fn decode_tensor_proto(t: &TensorProto) -> Result<Tensor> {
-    if t.data_location == Some(data_location::EXTERNAL) || !t.external_data.is_empty() {
-        return Err(EngineError::UnsupportedFeature("external data".into()));
+    if t.data_location == Some(data_location::EXTERNAL) {
+        return super::external::tensor_from_external(t);
+    }
+    if !t.external_data.is_empty() {
+        return Err(super::external::ExternalDataError::NotMarkedExternal.into());
     }
     if t.segment.is_some() {
         return Err(EngineError::UnsupportedFeature("tensor segments".into()));
@@ -218,7 +221,18 @@ pub(crate) fn complete_value_info(v: &ValueInfoProto) -> Result<ValueInfo> {
     Ok(ValueInfo { name, dtype, shape })
 }
 
-/// Decodes a node's attributes; `node` names the node in errors.
+/// The subgraphs of a `GRAPH` (`false`) or `GRAPHS` (`true`) attribute; `None` for other
+/// kinds. The graph builder (`graph.rs`) builds these with their enclosing scope.
+pub(crate) fn attribute_graphs(a: &AttributeProto) -> Option<(Vec<&GraphProto>, bool)> {
+    match a.r#type.unwrap_or_else(|| guess_kind(a)) {
+        at::GRAPH => Some((a.g.iter().collect(), false)),
+        at::GRAPHS => Some((a.graphs.iter().collect(), true)),
+        _ => None,
+    }
+}
+
+/// Decodes a node's attributes other than subgraphs ([`attribute_graphs`]); `node` names the
+/// node in errors.
 pub(crate) fn attributes_from_proto(node: &str, attrs: &[AttributeProto]) -> Result<Attributes> {
     let mut out = Attributes::new(node);
     for a in attrs {
@@ -227,6 +241,9 @@ pub(crate) fn attributes_from_proto(node: &str, attrs: &[AttributeProto]) -> Res
             return Err(EngineError::InvalidModel(format!(
                 "node {node:?} has an attribute without a name"
             )));
+        }
+        if attribute_graphs(a).is_some() {
+            continue;
         }
         out.insert(name, attribute_value(a))?;
     }
@@ -342,11 +359,12 @@ mod tests {
         ));
         let t = proto(DType::F32, vec![-1]);
         assert!(tensor_from_proto(&t).is_err());
+        // External data needs a directory, which loading from bytes does not have.
         let mut t = proto(DType::F32, vec![1]);
         t.data_location = Some(data_location::EXTERNAL);
         assert!(matches!(
             tensor_from_proto(&t).unwrap_err().root(),
-            EngineError::UnsupportedFeature(_)
+            EngineError::ExternalData(super::super::external::ExternalDataError::NoBaseDirectory)
         ));
         let t = TensorProto {
             data_type: Some(27), // beyond the known codes

@@ -5,12 +5,13 @@
 //! [`Attributes`](crate::Attributes) — is engine-owned, so other front ends (or a hand-built
 //! graph) can feed the same graph builder. All conversions treat the bytes as untrusted.
 
+pub mod external;
 pub mod proto;
 
 mod convert;
 
 pub(crate) use convert::{
-    attributes_from_proto, complete_value_info, decode_raw, tensor_from_proto,
+    attribute_graphs, attributes_from_proto, complete_value_info, decode_raw, tensor_from_proto,
     value_info_from_proto,
 };
 

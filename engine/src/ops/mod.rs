@@ -23,10 +23,12 @@ pub mod attention;
 pub mod bits;
 pub mod cast;
 pub mod constant;
+pub mod control;
 pub mod conv;
 pub mod dropout;
 pub mod einsum;
 pub mod elementwise;
+pub mod fused;
 pub mod gemm;
 pub mod indexing;
 pub mod layout;
@@ -112,7 +114,8 @@ impl OpRegistry {
         OpRegistry::default()
     }
 
-    /// A registry with every built-in `ai.onnx` operator.
+    /// A registry with every built-in `ai.onnx` operator, and the `ai.cloister` operators the
+    /// fusion passes produce ([`fused`]).
     pub fn standard() -> OpRegistry {
         let mut r = OpRegistry::empty();
         elementwise::register(&mut r);
@@ -140,6 +143,8 @@ impl OpRegistry {
         einsum::register(&mut r);
         signal::register(&mut r);
         resize::register(&mut r);
+        control::register(&mut r);
+        fused::register(&mut r);
         r
     }
 

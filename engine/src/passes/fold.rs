@@ -45,6 +45,10 @@ impl Pass for ConstantFolding {
             if n.domain.is_empty() && NONDETERMINISTIC.contains(&n.op_type.as_str()) {
                 continue;
             }
+            // Control flow (If/Loop/Scan) is never run at load: a Loop may run long.
+            if n.attributes.has_subgraphs() {
+                continue;
+            }
             let inputs: Option<Vec<Arc<Tensor>>> = n
                 .inputs
                 .iter()

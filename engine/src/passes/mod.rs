@@ -7,11 +7,17 @@
 //! many rewrites it made. [`optimize`] runs the standard pipeline; `Model` runs it at load
 //! unless told not to ([`LoadOptions`](crate::LoadOptions)).
 
+pub mod attention;
 pub mod conv_activation;
 pub mod conv_bn;
 pub mod dce;
 pub mod fold;
+pub mod gelu;
 pub mod gemm_fusion;
+pub mod layer_norm;
+pub mod transpose;
+
+mod pattern;
 
 use crate::error::Result;
 use crate::graph::Graph;
@@ -25,12 +31,17 @@ pub trait Pass {
     fn run(&self, graph: &mut Graph, registry: &OpRegistry) -> Result<usize>;
 }
 
-/// The standard pipeline, in order: fold constants (so later patterns see constant weights),
-/// fold BatchNormalization into Conv, MatMul+Add into Gemm, fuse Conv+Relu, then remove what
-/// no output needs.
+/// The standard pipeline, in order: fold constants (so later patterns see constant weights
+/// and scalars), eliminate redundant transposes/reshapes (so patterns see through layout
+/// shuffles), fuse decomposed LayerNorm, GELU and attention, fold BatchNormalization into Conv,
+/// MatMul+Add into Gemm, fuse Conv+Relu, then remove what no output needs.
 pub fn standard() -> Vec<Box<dyn Pass>> {
     vec![
         Box::new(fold::ConstantFolding),
+        Box::new(transpose::TransposeReshapeElimination),
+        Box::new(layer_norm::LayerNormFusion),
+        Box::new(gelu::GeluFusion),
+        Box::new(attention::AttentionFusion),
         Box::new(conv_bn::ConvBatchNorm),
         Box::new(gemm_fusion::MatMulAddToGemm),
         Box::new(conv_activation::ConvRelu),
