@@ -188,6 +188,11 @@ impl Client {
         };
         let (resp, evidence): (HeInferResponse, _) =
             self.he_call("POST", HE_INFER_PATH, &request).await?;
+        if resp.request_id != request.request_id {
+            return Err(ClientError::Protocol(
+                "the response answers a different request".into(),
+            ));
+        }
         verify_receipt(&evidence, &request.request_id, &resp.audit)?;
         Ok(resp)
     }
@@ -198,21 +203,8 @@ impl Client {
         model: &str,
         input: &EncryptedInput,
     ) -> Result<HeInferResponse, ClientError> {
-        let request = HeInferRequest {
-            request_id: random_hex(16),
-            issued_at_ms: now_ms(),
-            model: model.to_string(),
-            input: b64().encode(input.to_bytes()),
-        };
-        let (resp, evidence): (HeInferResponse, _) =
-            self.he_call("POST", HE_INFER_PATH, &request).await?;
-        if resp.request_id != request.request_id {
-            return Err(ClientError::Protocol(
-                "the response answers a different request".into(),
-            ));
-        }
-        verify_receipt(&evidence, &request.request_id, &resp.audit)?;
-        Ok(resp)
+        self.he_raw_infer(model, &b64().encode(input.to_bytes()))
+            .await
     }
 }
 

@@ -266,9 +266,15 @@ fn cloister_up_attest_infer_and_clean_stop() {
     let summary = cloister_audit::verify_dir(&data.join("audit")).unwrap();
     // infer, ensemble infer, budget; then homomorphic: the program query, the first row refused
     // with he_key_unknown, one record per key chunk, and the three rows.
-    let key_len = std::fs::metadata(data.join("he-keys/he-server.key")).unwrap().len();
+    let key_len = std::fs::metadata(data.join("he-keys/he-server.key"))
+        .unwrap()
+        .len();
     let chunks = key_len.div_ceil(cloister::he_infer::KEY_CHUNK_BYTES as u64);
-    assert_eq!(summary.entries, 3 + 1 + 1 + chunks + 3, "every request is audited");
+    assert_eq!(
+        summary.entries,
+        3 + 1 + 1 + chunks + 3,
+        "every request is audited"
+    );
 
     // Second start reuses the data directory (no new keys, same policy).
     let policy_before = std::fs::read(data.join("policy.toml")).unwrap();
