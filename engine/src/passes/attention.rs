@@ -16,8 +16,8 @@
 //! and every intermediate (product, scaled, masked, probabilities) read only by the next node.
 
 use super::pattern::{
-    apply, build_node, claim, is_f32_or_f64, is_op, out0, private_producer, scalar_const,
-    split_scalar, Fusion,
+    apply, build_node, disjoint_matches, is_f32_or_f64, is_op, out0, private_producer,
+    scalar_const, split_scalar, Fusion, PatternMatch,
 };
 use super::Pass;
 use crate::attributes::{AttrValue, Attributes};
@@ -88,6 +88,12 @@ fn scaled_product(
     }
     nodes.push(mm);
     Some((q, kt, scale, nodes))
+}
+
+impl PatternMatch for Match {
+    fn nodes(&self) -> &[usize] {
+        &self.nodes
+    }
 }
 
 fn match_at(graph: &Graph, uses: &[usize], sm: usize) -> Option<Match> {
@@ -169,16 +175,8 @@ impl Pass for AttentionFusion {
         if !registry.contains(CLOISTER_DOMAIN, SDPA) {
             return Ok(0);
         }
-        let uses = graph.use_counts();
-        let mut claimed = vec![false; graph.nodes.len()];
         let mut fusions = Vec::new();
-        for sm in 0..graph.nodes.len() {
-            let Some(m) = match_at(graph, &uses, sm) else {
-                continue;
-            };
-            if !claim(&mut claimed, &m.nodes) {
-                continue;
-            }
+        for m in disjoint_matches(graph, match_at) {
             let last = &graph.nodes[m.last];
             let name = format!("{}/{SDPA}", last.name);
             let attributes =

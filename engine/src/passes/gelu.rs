@@ -15,8 +15,8 @@
 //! (so no broadcast changes the shape), and every intermediate is read by the pattern alone.
 
 use super::pattern::{
-    apply, build_node, claim, close_to, is_f32_or_f64, is_op, out0, private_producer, scalar_const,
-    split_scalar, Fusion,
+    apply, build_node, close_to, disjoint_matches, is_f32_or_f64, is_op, out0, private_producer,
+    scalar_const, split_scalar, Fusion, PatternMatch,
 };
 use super::Pass;
 use crate::attributes::{AttrValue, Attributes};
@@ -90,7 +90,16 @@ fn is_const(graph: &Graph, v: ValueId, want: f64, rank: usize) -> bool {
     scalar_const(graph, v, rank).is_some_and(|c| close_to(c, want))
 }
 
+impl PatternMatch for Match {
+    fn nodes(&self) -> &[usize] {
+        &self.nodes
+    }
+}
+
 fn match_at(graph: &Graph, uses: &[usize], e: usize) -> Option<Match> {
+    if !is_op(&graph.nodes[e], "Erf") {
+        return None;
+    }
     let (x, div) = erf_argument(graph, uses, e)?;
     if !is_f32_or_f64(graph, x) {
         return None;
@@ -151,19 +160,8 @@ impl Pass for GeluFusion {
         if !registry.contains("", "Gelu") {
             return Ok(0);
         }
-        let uses = graph.use_counts();
-        let mut claimed = vec![false; graph.nodes.len()];
         let mut fusions = Vec::new();
-        for e in 0..graph.nodes.len() {
-            if !is_op(&graph.nodes[e], "Erf") {
-                continue;
-            }
-            let Some(m) = match_at(graph, &uses, e) else {
-                continue;
-            };
-            if !claim(&mut claimed, &m.nodes) {
-                continue;
-            }
+        for m in disjoint_matches(graph, match_at) {
             let last = &graph.nodes[m.last];
             let name = format!("{}/Gelu", last.name);
             let attributes =

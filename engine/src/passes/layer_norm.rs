@@ -20,8 +20,8 @@
 use std::sync::Arc;
 
 use super::pattern::{
-    apply, build_node, claim, is_f32_or_f64, is_op, out0, private_producer, same_dim, scalar_const,
-    Fusion,
+    apply, build_node, disjoint_matches, is_f32_or_f64, is_op, out0, private_producer, same_dim,
+    scalar_const, Fusion, PatternMatch,
 };
 use super::Pass;
 use crate::attributes::{AttrValue, Attributes};
@@ -114,6 +114,12 @@ fn binary_reader(graph: &Graph, uses: &[usize], v: ValueId, op: &str) -> Option<
 }
 
 /// Matches the pattern whose `Sub` node is at `sub`.
+impl PatternMatch for Match {
+    fn nodes(&self) -> &[usize] {
+        &self.nodes
+    }
+}
+
 fn match_at(graph: &Graph, uses: &[usize], sub: usize) -> Option<Match> {
     let s = &graph.nodes[sub];
     if !is_op(s, "Sub") || s.inputs.len() != 2 {
@@ -232,18 +238,8 @@ impl Pass for LayerNormFusion {
         if !registry.contains("", "LayerNormalization") {
             return Ok(0);
         }
-        let uses = graph.use_counts();
-        let mut claimed = vec![false; graph.nodes.len()];
-        let mut matches = Vec::new();
-        for sub in 0..graph.nodes.len() {
-            if let Some(m) = match_at(graph, &uses, sub) {
-                if claim(&mut claimed, &m.nodes) {
-                    matches.push(m);
-                }
-            }
-        }
         let mut fusions = Vec::new();
-        for m in matches {
+        for m in disjoint_matches(graph, match_at) {
             let last = &graph.nodes[m.last];
             let name = format!("{}/LayerNormalization", last.name);
             let out = out0(last);

@@ -145,16 +145,35 @@ pub(crate) struct Fusion {
     pub node: Node,
 }
 
-/// Claims node indices for one fusion; returns false (claiming nothing) when any of them is
-/// already part of another match, so two overlapping patterns are never both rewritten.
-pub(crate) fn claim(claimed: &mut [bool], nodes: &[usize]) -> bool {
-    if nodes.iter().any(|&i| claimed[i]) {
-        return false;
+/// A pattern found in a graph: the nodes a fusion would replace.
+pub(crate) trait PatternMatch {
+    /// Indices of the matched nodes.
+    fn nodes(&self) -> &[usize];
+}
+
+/// Every match `match_at` finds (it gets the graph, the use counts and a node index), scanning
+/// the nodes in order, that shares no node with an earlier match: two overlapping patterns are
+/// never both rewritten.
+pub(crate) fn disjoint_matches<M: PatternMatch>(
+    graph: &Graph,
+    match_at: impl Fn(&Graph, &[usize], usize) -> Option<M>,
+) -> Vec<M> {
+    let uses = graph.use_counts();
+    let mut claimed = vec![false; graph.nodes.len()];
+    let mut matches = Vec::new();
+    for i in 0..graph.nodes.len() {
+        let Some(m) = match_at(graph, &uses, i) else {
+            continue;
+        };
+        if m.nodes().iter().any(|&n| claimed[n]) {
+            continue;
+        }
+        for &n in m.nodes() {
+            claimed[n] = true;
+        }
+        matches.push(m);
     }
-    for &i in nodes {
-        claimed[i] = true;
-    }
-    true
+    matches
 }
 
 /// Applies non-overlapping fusions; returns how many were applied.
