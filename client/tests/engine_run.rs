@@ -145,19 +145,18 @@ fn runs_lenet5_on_shape_and_data_into_a_file() {
     assert_same(&doc, &want);
 }
 
-#[test]
-fn runs_minilm_on_token_ids() {
-    let model = generated().join("minilm/model.onnx");
-    // "hello world" in BERT's uncased WordPiece: [CLS] hello world [SEP].
+/// Runs `cli_model` through `cloister run` on "hello world" ([CLS] hello world [SEP] in BERT's
+/// uncased WordPiece) and checks its outputs equal the library's for `reference_model`.
+fn hello_world_matches(cli_model: &Path, reference_model: &Path) -> serde_json::Value {
     let ids = [101i64, 7592, 2088, 102];
     let input = json!({
         "input_ids": [ids],
         "attention_mask": [[1, 1, 1, 1]],
         "token_type_ids": [[0, 0, 0, 0]],
     });
-    let doc = run_cli(&model, &input, false);
+    let doc = run_cli(cli_model, &input, false);
     let i64s = |v: &[i64]| Tensor::from_i64(vec![1, 4], v.to_vec()).unwrap();
-    let want = Model::load(&model)
+    let want = Model::load(reference_model)
         .unwrap()
         .run(vec![
             ("input_ids".into(), i64s(&ids)),
@@ -166,6 +165,13 @@ fn runs_minilm_on_token_ids() {
         ])
         .unwrap();
     assert_same(&doc, &want);
+    doc
+}
+
+#[test]
+fn runs_minilm_on_token_ids() {
+    let model = generated().join("minilm/model.onnx");
+    let doc = hello_world_matches(&model, &model);
     let e: Vec<f64> = serde_json::from_value(doc["sentence_embedding"]["data"].clone()).unwrap();
     assert_eq!(e.len(), 384);
     let norm = e.iter().map(|x| x * x).sum::<f64>().sqrt();
@@ -188,23 +194,7 @@ fn runs_minilm_with_external_data() {
     let model = tmp.path().join("model.onnx");
     assert!(tmp.path().join("model.onnx.data").exists());
     assert!(std::fs::metadata(&model).unwrap().len() < 1 << 20);
-    let ids = [101i64, 7592, 2088, 102];
-    let input = json!({
-        "input_ids": [ids],
-        "attention_mask": [[1, 1, 1, 1]],
-        "token_type_ids": [[0, 0, 0, 0]],
-    });
-    let doc = run_cli(&model, &input, false);
-    let i64s = |v: &[i64]| Tensor::from_i64(vec![1, 4], v.to_vec()).unwrap();
-    let want = Model::load(&inline)
-        .unwrap()
-        .run(vec![
-            ("input_ids".into(), i64s(&ids)),
-            ("attention_mask".into(), i64s(&[1; 4])),
-            ("token_type_ids".into(), i64s(&[0; 4])),
-        ])
-        .unwrap();
-    assert_same(&doc, &want);
+    hello_world_matches(&model, &inline);
 }
 
 #[test]
